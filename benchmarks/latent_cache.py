@@ -1,0 +1,82 @@
+"""Epoch time of the baseline with and without the latent cache (tiny preset, CPU).
+
+    python benchmarks/latent_cache.py [--clips 256] [--threads 2]
+
+Without the cache every batch renders its clips and runs the frozen tokenizer's encoder twice
+(context alone, whole clip); with it the latents are read from memory after one fill from
+disk. The tokenizer has random weights here: its cost does not depend on what it learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from branches.baseline.config import baseline_config
+from branches.baseline.model import build_experiment
+from shared.data import TrajectoryVideos
+from shared.events import EventLog
+from shared.latent_cache import ClipCache
+from shared.magvit import MagvitTokenizer, tokenizer_config
+
+
+def epoch_seconds(experiment, clips: int, batch_size: int) -> float:
+    optimizer = torch.optim.AdamW(experiment.trainable.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for batch in experiment.train_batches(torch.randperm(clips), batch_size):
+        loss, _ = experiment.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    config = baseline_config("tiny")
+    study = config.study
+    tokenizer = MagvitTokenizer(tokenizer_config(study.tokenizer_preset)).eval()
+    train_set = TrajectoryVideos(study.data, split="train", size=args.clips)
+    batch = study.train.batch_size
+
+    def experiment(cache: ClipCache | None):
+        return build_experiment(config, tokenizer=tokenizer, train_set=train_set,
+                                train_clips=args.clips, cache=cache)
+
+    uncached = experiment(None)
+    without = epoch_seconds(uncached, args.clips, batch)
+
+    with tempfile.TemporaryDirectory() as root:
+        cache = ClipCache(Path(root), kind="latents", key={"benchmark": 1})
+        cached = experiment(cache)
+        log = EventLog(Path(root) / "events.jsonl")
+        start = time.perf_counter()
+        cached.prepare(log)
+        fill = time.perf_counter() - start
+        with_cache = epoch_seconds(cached, args.clips, batch)
+        reloaded = experiment(ClipCache(Path(root), kind="latents", key={"benchmark": 1}))
+        start = time.perf_counter()
+        reloaded.prepare(log)
+        reload = time.perf_counter() - start
+
+    print(f"tiny preset, {args.clips} clips of {study.data.frames}x{study.data.resolution}px, "
+          f"batch {batch}, {args.threads} threads")
+    print(f"epoch without cache         {without:8.2f} s")
+    print(f"cache fill (once, cold)     {fill:8.2f} s")
+    print(f"cache load (rerun/worktree) {reload:8.2f} s")
+    print(f"epoch with cache            {with_cache:8.2f} s")
+    print(f"speed-up per epoch          {without / with_cache:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One package per experiment variant. Variants import ``shared`` and never each other."""

@@ -1,0 +1,1 @@
+"""baseline: frozen Open-MAGVIT2 tokenizer, a transformer predicts the future latents."""

@@ -1,0 +1,33 @@
+"""`orch run`: the main job, from worktrees to the comparison report."""
+
+from __future__ import annotations
+
+import typer
+
+PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
+SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
+LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
+                       "in a terminal).", show_default=False)
+
+
+def run(preset: str | None = PresetOpt, seeds: int = SeedsOpt, live: bool | None = LiveOpt) -> None:
+    """Spawn every enabled variant, run the shared jobs, gate, train and compare.
+
+    Uses default_preset from config.yaml (the CPU-friendly tiny) unless --preset says
+    otherwise. Ends with report.md and report.html in the run's folder.
+    """
+    from orchestrator import launcher, ui
+    from orchestrator.cli import setup
+
+    cfg, home = setup()
+    with ui.JobsView(live=live) as view:
+        run_state, report = launcher.run_all(
+            cfg, home, cfg.enabled_variants(), preset=cfg.preset(preset), seeds=seeds,
+            on_update=view.update,
+        )
+    ui.write(ui.jobs_table(run_state))
+    if report is not None:
+        ui.write(f"report: {report}")
+    err = launcher.outcome_error(run_state)
+    if err is not None:
+        raise err

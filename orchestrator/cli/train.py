@@ -1,0 +1,54 @@
+"""`orch train`: shared jobs, gates, then parallel training jobs on the device slots."""
+
+from __future__ import annotations
+
+import typer
+
+VariantsArg = typer.Argument(None, help="Variants to train (default: every enabled one).")
+PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
+SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
+ResumeOpt = typer.Option(False, "--resume", help="Continue the unfinished jobs of the last run.")
+JsonOpt = typer.Option(False, "--json", help="Print the final run state as JSON.")
+LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
+                       "in a terminal).", show_default=False)
+
+
+def train(
+    variants: list[str] | None = VariantsArg,
+    preset: str | None = PresetOpt,
+    seeds: int = SeedsOpt,
+    resume: bool = ResumeOpt,
+    as_json: bool = JsonOpt,
+    live: bool | None = LiveOpt,
+) -> None:
+    """Run the shared jobs, gate each variant, then train those that passed, in parallel.
+
+    Shared jobs reuse their cached artifacts. Each job runs in its worktree with that
+    worktree first on the import path. A failed job is recorded with its reason and log
+    tail while the others go on. Exits 5 if a job failed, 4 if only gates failed.
+    """
+    from orchestrator import launcher, ui
+    from orchestrator.cli import setup
+    from orchestrator.errors import UsageError
+    from orchestrator.state import run_to_dict
+
+    cfg, home = setup()
+    if resume and (preset is not None or seeds != 1):
+        raise UsageError("--resume continues the last run as it was; drop --preset/--seeds")
+    with ui.JobsView(live=live) as view:
+        run = launcher.train(
+            cfg,
+            home,
+            cfg.select(variants),
+            preset=cfg.preset(preset),
+            seeds=seeds,
+            resume=resume,
+            on_update=view.update,
+        )
+    if as_json:
+        ui.write_json(run_to_dict(run))
+    else:
+        ui.write(ui.jobs_table(run))
+    err = launcher.outcome_error(run)
+    if err is not None:
+        raise err

@@ -1,0 +1,313 @@
+"""The study: config.yaml at the repo root, read into typed, validated dataclasses.
+
+Every problem (unknown key, wrong type, missing variant folder, duplicate name or branch)
+becomes one `ConfigError` line naming the key and its line in the file, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import ConfigError
+
+CONFIG_FILE = "config.yaml"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job of a variant asks for."""
+
+    gpus: int = 1  # GPUs per job where GPUs exist; 0 = always CPU
+    gpu_memory_gb: float = 4.0  # estimate per GPU, for packing small jobs onto one GPU
+    cpu_threads: int | None = None  # None: an equal share of the cores
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    branch: str
+    folder: str  # e.g. branches/baseline
+    gate: str = ""  # pytest path; default <folder>/tests
+    train_module: str = ""  # default <folder as module>.train
+    resources: Resources = field(default_factory=Resources)
+    enabled: bool = True
+    train_args: list[str] = field(default_factory=list)
+
+    @property
+    def gate_path(self) -> str:
+        return self.gate or f"{self.folder.rstrip('/')}/tests"
+
+    @property
+    def module(self) -> str:
+        return self.train_module or self.folder.strip("/").replace("/", ".") + ".train"
+
+
+@dataclass(frozen=True)
+class SharedJob:
+    """A job every variant needs once per preset, e.g. pretraining the tokenizer.
+
+    Runs `python -m <module> --preset P --output DIR <args>` in the main checkout; its
+    artifact DIR/<artifact> is cached by a hash of the command, the preset and the git tree
+    of `depends_on`, and passed to every variant's train as `<pass_as> PATH`.
+    """
+
+    name: str
+    module: str
+    artifact: str
+    pass_as: str
+    presets: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str = ""
+    data: str | None = None  # passed as --data FILE
+    tokenizer: str | None = None  # passed as --tokenizer SOURCE when no shared job gives one
+    train_args: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    base_ref: str = "HEAD"
+    worktree_root: str = ".orch/worktrees"
+    default_preset: str = "tiny"
+    gate_preset: str = "micro"
+    grace_seconds: float = 10.0  # SIGTERM -> SIGKILL delay when stopping a job
+    python: str | None = None  # interpreter for jobs; None = the one running orch
+    presets: dict[str, Preset] = field(default_factory=dict)
+    shared_jobs: list[SharedJob] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
+    root: Path = field(default=Path("."), metadata={"yaml": False})
+
+    @property
+    def worktree_dir(self) -> Path:
+        p = Path(self.worktree_root)
+        return p if p.is_absolute() else self.root / p
+
+    def worktree_path(self, variant: Variant) -> Path:
+        return self.worktree_dir / variant.name
+
+    def enabled_variants(self) -> list[Variant]:
+        return [v for v in self.variants if v.enabled]
+
+    def select(self, names: list[str] | None) -> list[Variant]:
+        """The variants named (in the order given), or every enabled one."""
+        if not names:
+            chosen = self.enabled_variants()
+            if not chosen:
+                raise ConfigError(f"{CONFIG_FILE}: no enabled variants; set enabled: true on one")
+            return chosen
+        by_name = {v.name: v for v in self.variants}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"unknown variant {unknown[0]!r}; config.yaml declares: {', '.join(by_name)}"
+            )
+        return [by_name[n] for n in dict.fromkeys(names)]
+
+    def preset(self, name: str | None) -> str:
+        name = name or self.default_preset
+        if name not in self.presets:
+            known = ", ".join(self.presets)
+            raise ConfigError(f"unknown preset {name!r}; config.yaml declares: {known}")
+        return name
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repo root: the nearest folder upwards that holds config.yaml or .git."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / CONFIG_FILE).exists():
+            return d
+    for d in (here, *here.parents):
+        if (d / ".git").exists():
+            return d
+    raise ConfigError(f"no {CONFIG_FILE} here or above {here}; run orch from the study's repo")
+
+
+def load_config(root: Path | None = None, path: Path | None = None) -> Config:
+    root = (root or find_root()).resolve()
+    path = path or root / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"{path.name} not found in {root}; create it (see README)")
+    text = path.read_text(encoding="utf-8")
+    return parse_config(text, root=root, filename=path.name)
+
+
+def parse_config(text: str, root: Path, filename: str = CONFIG_FILE) -> Config:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{filename}{where}: invalid YAML: {problem}") from None
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _index_lines(node, (), lines, filename)
+    if data is None:
+        data = {}
+    v = _Validator(lines, filename)
+    cfg = v.build(Config, data, ())
+    cfg = _replace_root(cfg, root)
+    _check(cfg, v)
+    return cfg
+
+
+def _replace_root(cfg: Config, root: Path) -> Config:
+    object.__setattr__(cfg, "root", root)
+    return cfg
+
+
+def _index_lines(
+    node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int], fn: str
+) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, val in node.value:
+            key = str(k.value)
+            if key in seen:
+                dotted = ".".join(str(p) for p in (*path, key))
+                raise ConfigError(f"{fn}:{k.start_mark.line + 1}: {dotted}: duplicate key")
+            seen.add(key)
+            lines[(*path, key)] = k.start_mark.line + 1
+            _index_lines(val, (*path, key), lines, fn)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            _index_lines(item, (*path, i), lines, fn)
+
+
+class _Validator:
+    def __init__(self, lines: dict[tuple[str | int, ...], int], filename: str) -> None:
+        self.lines = lines
+        self.filename = filename
+
+    def fail(self, path: tuple[str | int, ...], message: str) -> ConfigError:
+        p = path
+        while p and p not in self.lines:
+            p = p[:-1]
+        line = self.lines.get(p)
+        where = f"{self.filename}:{line}" if line else self.filename
+        dotted = _dotted(path)
+        return ConfigError(f"{where}: {dotted + ': ' if dotted else ''}{message}")
+
+    def build(self, cls: type[Any], data: Any, path: tuple[str | int, ...]) -> Any:
+        if not isinstance(data, dict):
+            raise self.fail(path, f"expected a mapping, got {_kind(data)}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in fields(cls) if f.metadata.get("yaml", True)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise self.fail(
+                    (*path, str(key)), f"unknown key (expected one of: {', '.join(known)})"
+                )
+            kwargs[key] = self.convert(hints[key], value, (*path, key))
+        for name, f in known.items():
+            if name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+                raise self.fail(path, f"missing required key {name!r}")
+        return cls(**kwargs)
+
+    def convert(self, tp: Any, value: Any, path: tuple[str | int, ...]) -> Any:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return self.convert(inner[0], value, path)
+        if is_dataclass(tp) and isinstance(tp, type):
+            return self.build(tp, value, path)
+        if origin is list:
+            if not isinstance(value, list):
+                raise self.fail(path, f"expected a list, got {_kind(value)}")
+            return [self.convert(args[0], x, (*path, i)) for i, x in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise self.fail(path, f"expected a mapping, got {_kind(value)}")
+            return {
+                str(k): self.convert(args[1], {} if x is None else x, (*path, str(k)))
+                for k, x in value.items()
+            }
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.fail(path, f"expected true or false, got {_kind(value)}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.fail(path, f"expected an integer, got {_kind(value)}")
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail(path, f"expected a number, got {_kind(value)}")
+            return float(value)
+        if tp is str:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise self.fail(path, f"expected a string, got {_kind(value)}")
+            return str(value)
+        raise AssertionError(f"unsupported config type {tp!r}")
+
+
+def _check(cfg: Config, v: _Validator) -> None:
+    if cfg.default_preset not in cfg.presets:
+        raise v.fail(("default_preset",), f"{cfg.default_preset!r} is not in presets")
+    if cfg.gate_preset not in cfg.presets:
+        raise v.fail(("gate_preset",), f"{cfg.gate_preset!r} is not in presets")
+    if cfg.grace_seconds < 0:
+        raise v.fail(("grace_seconds",), "must be >= 0")
+    names: dict[str, int] = {}
+    branches: dict[str, int] = {}
+    for i, var in enumerate(cfg.variants):
+        p: tuple[str | int, ...] = ("variants", i)
+        if not NAME_RE.match(var.name):
+            raise v.fail((*p, "name"), f"{var.name!r}: use lowercase letters, digits, - and _")
+        if var.name in names:
+            raise v.fail((*p, "name"), f"duplicate variant name {var.name!r}")
+        if var.branch in branches:
+            other = cfg.variants[branches[var.branch]].name
+            raise v.fail((*p, "branch"), f"duplicate branch {var.branch!r} (also {other!r})")
+        names[var.name] = i
+        branches[var.branch] = i
+        r = var.resources
+        if r.gpus < 0 or r.gpu_memory_gb < 0 or (r.cpu_threads is not None and r.cpu_threads < 1):
+            raise v.fail((*p, "resources"), "gpus and gpu_memory_gb must be >= 0, cpu_threads >= 1")
+        if var.enabled and not (cfg.root / var.folder).is_dir():
+            raise v.fail(
+                (*p, "folder"),
+                f"{var.folder} does not exist; create it or set enabled: false",
+            )
+    for i, job in enumerate(cfg.shared_jobs):
+        for k, preset in enumerate(job.presets):
+            if preset not in cfg.presets:
+                raise v.fail(("shared_jobs", i, "presets", k), f"unknown preset {preset!r}")
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )

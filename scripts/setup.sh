@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up: a virtual environment in .venv (unless one is active), the CPU
+# build of torch where no NVIDIA GPU is present (so pip never resolves a multi-GB CUDA build),
+# then this project in editable mode with its dev tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    # shellcheck disable=SC1091
+    . .venv/bin/activate
+fi
+
+stamp=.venv-setup.stamp
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && python -c "import orchestrator, torch" 2>/dev/null; then
+    exit 0
+fi
+
+if ! python -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        echo "setup: NVIDIA GPU found, installing torch with CUDA" >&2
+        python -m pip install --quiet "torch>=2.3"
+    else
+        echo "setup: no GPU, installing the CPU build of torch" >&2
+        python -m pip install --quiet "torch==2.13.0"
+    fi
+fi
+python -m pip install --quiet -e ".[dev]"
+touch "$stamp"

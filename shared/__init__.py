@@ -1,0 +1,1 @@
+"""Model, data and training modules that every variant imports. Never imports a variant."""

@@ -1,0 +1,98 @@
+"""What every variant's train entry point shares: options, data, tokenizer, output folder.
+
+    python -m branches.<variant>.train --preset {micro,tiny,full} --output DIR
+           [--resume] [--seed N] [--data FILE.npy] [--tokenizer CKPT] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from shared.data import TrajectoryConfig, TrajectoryVideos, VideoFileDataset
+from shared.errors import CheckpointError, ConfigError
+from shared.magvit import MagvitTokenizer, load_tokenizer
+from shared.presets import STUDY_PRESETS, StudyConfig
+from shared.training import RunSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainArgs:
+    preset: str
+    output: Path
+    resume: bool
+    seed: int
+    data: Path | None
+    tokenizer: str | None
+    threads: int | None
+    device: str | None
+
+    def run_spec(self, variant: str) -> RunSpec:
+        return RunSpec(variant=variant, preset=self.preset, seed=self.seed,
+                       output_dir=self.output, resume=self.resume, device=self.device,
+                       threads=self.threads)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line and exit code 2, like every other usage error of the project.
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def parse_train_args(argv: list[str] | None, *, variant: str, description: str) -> TrainArgs:
+    parser = _Parser(prog=f"python -m branches.{variant.replace('-', '_')}.train",
+                     description=description)
+    parser.add_argument("--preset", choices=sorted(STUDY_PRESETS), default="tiny")
+    parser.add_argument("--output", type=Path, required=True, help="folder for all outputs")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, help=".npy/.npz of uint8 frames instead of the "
+                        "trajectory videos")
+    parser.add_argument("--tokenizer", help="tokenizer checkpoint: a path or hf://OWNER/REPO/FILE")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA if visible)")
+    ns = parser.parse_args(argv)
+    if ns.seed < 0:
+        raise ConfigError(f"--seed must be non-negative, got {ns.seed}")
+    return TrainArgs(preset=ns.preset, output=ns.output, resume=ns.resume, seed=ns.seed,
+                     data=ns.data, tokenizer=ns.tokenizer, threads=ns.threads, device=ns.device)
+
+
+def build_datasets(
+    data: TrajectoryConfig, *, train_clips: int, eval_clips: int, data_file: Path | None
+) -> tuple[Dataset[dict[str, Any]], Dataset[dict[str, Any]], int]:
+    """(train set, eval set, number of train clips actually available)."""
+    if data_file is None:
+        return (TrajectoryVideos(data, split="train", size=train_clips),
+                TrajectoryVideos(data, split="eval", size=eval_clips), train_clips)
+    train_set = VideoFileDataset(data_file, frames=data.frames,
+                                 context_frames=data.context_frames, split="train")
+    eval_set = VideoFileDataset(data_file, frames=data.frames,
+                                context_frames=data.context_frames, split="eval")
+    return train_set, eval_set, min(train_clips, len(train_set))
+
+
+def load_study_tokenizer(study: StudyConfig, source: str | None) -> MagvitTokenizer:
+    source = source or study.tokenizer
+    if source is None:
+        raise CheckpointError(
+            f"preset {study.name!r} needs a pretrained tokenizer: run `python -m "
+            f"shared.magvit.pretrain --preset {study.tokenizer_preset} --output DIR` and pass "
+            "--tokenizer DIR/tokenizer.ckpt (orch train does this for you)"
+        )
+    return load_tokenizer(source)
+
+
+def data_key(study: StudyConfig, data_file: Path | None) -> dict[str, Any]:
+    """What identifies the training clips, for cache keys."""
+    if data_file is None:
+        from dataclasses import asdict
+
+        return {"source": "trajectories", "config": asdict(study.data)}
+    stat = data_file.stat()
+    return {"source": str(data_file.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+            "frames": study.data.frames, "context_frames": study.data.context_frames}

@@ -1,0 +1,122 @@
+"""Evaluation on held-out clips, beside the rows a model must beat.
+
+Every clip is split into its context frames and its true future. The model sees only the
+context. Four rows are scored the same way (``shared.metrics``, OpenSTL conventions):
+
+- ``model``: the experiment's prediction;
+- ``black``: black frames (0 on the [0, 1] scale);
+- ``copy_last``: the last context frame repeated;
+- ``oracle``: the true future encoded and decoded by the tokenizer, the ceiling of a
+  latent predictor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from shared.metrics import MetricAccumulator
+
+if TYPE_CHECKING:
+    from shared.training import Experiment
+
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (context, future) -> future
+
+
+class Evaluator:
+    def __init__(
+        self,
+        dataset: Dataset[dict[str, Any]],
+        *,
+        context_frames: int,
+        batch_size: int = 16,
+        strip_clips: int = 4,
+    ) -> None:
+        self.dataset = dataset
+        self.context_frames = context_frames
+        self.batch_size = batch_size
+        self.strip_clips = strip_clips
+
+    def _batches(self, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(context, future) pairs, (B, 3, Tc, H, W) and (B, 3, Tf, H, W), in dataset order."""
+        count = len(self.dataset)  # type: ignore[arg-type]
+        for start in range(0, count, self.batch_size):
+            video = torch.stack(
+                [self.dataset[i]["video"] for i in range(start, min(count, start + self.batch_size))]
+            ).to(device)
+            yield video[:, :, : self.context_frames], video[:, :, self.context_frames :]
+
+    @torch.no_grad()
+    def score(self, predict: Predictor, device: torch.device) -> dict[str, Any]:
+        accumulator = MetricAccumulator()
+        for context, future in self._batches(device):
+            prediction = predict(context, future)
+            assert prediction.shape == future.shape, (prediction.shape, future.shape)
+            accumulator.update(prediction.float().cpu(), future.float().cpu())
+        return accumulator.result()
+
+    def evaluate_model(self, experiment: Experiment) -> dict[str, float]:
+        """The model's averaged metrics (no per-frame lists): one row of the history."""
+        row = self.score(_model_predictor(experiment), _device_of(experiment))
+        return {key: value for key, value in row.items() if key != "per_frame"}
+
+    def evaluate_all(self, experiment: Experiment) -> dict[str, dict[str, Any]]:
+        device = _device_of(experiment)
+        rows = {
+            "model": _model_predictor(experiment),
+            "black": lambda context, future: torch.full_like(future, -1.0),
+            "copy_last": lambda context, future: context[:, :, -1:].expand_as(future),
+            "oracle": lambda context, future: experiment.oracle(context, future),
+        }
+        return {name: self.score(predict, device) for name, predict in rows.items()}
+
+    @torch.no_grad()
+    def save_strip(self, experiment: Experiment, path: Path) -> Path:
+        """PNG: per clip, a row of context frames, a row of the true future, a row predicted."""
+        device = _device_of(experiment)
+        clips = torch.stack(
+            [self.dataset[i]["video"] for i in range(min(self.strip_clips, len(self.dataset)))]  # type: ignore[arg-type]
+        ).to(device)
+        context, future = clips[:, :, : self.context_frames], clips[:, :, self.context_frames :]
+        predicted = _model_predictor(experiment)(context, future)
+        rows = []
+        blank = torch.full_like(future[:, :, :1], 1.0)  # white spacer frame
+        for b in range(clips.shape[0]):
+            rows.append(torch.cat([context[b], blank[b], future[b]], dim=1))
+            rows.append(torch.cat([context[b], blank[b], predicted[b].clamp(-1, 1)], dim=1))
+        image = _frames_to_image(torch.stack(rows))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+        return path
+
+
+def _model_predictor(experiment: Experiment) -> Predictor:
+    def predict(context: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        # Only the context and the number of future frames reach the model.
+        return experiment.predict(context, future.shape[2])
+
+    return predict
+
+
+def _device_of(experiment: Experiment) -> torch.device:
+    for parameter in experiment.trainable.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def _frames_to_image(rows_rcthw: torch.Tensor, pad: int = 1) -> np.ndarray:
+    """(R, 3, T, H, W) in [-1, 1] -> uint8 (R*(H+pad), T*(W+pad), 3) grid image."""
+    rows, _, frames, height, width = rows_rcthw.shape
+    pixels = ((rows_rcthw.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    grid = torch.full((rows * (height + pad), frames * (width + pad), 3), 255, dtype=torch.uint8)
+    for r in range(rows):
+        for t in range(frames):
+            top, left = r * (height + pad), t * (width + pad)
+            grid[top : top + height, left : left + width] = pixels[r, :, t].permute(1, 2, 0)
+    return grid.numpy()

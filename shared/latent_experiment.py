@@ -1,0 +1,230 @@
+"""Future prediction over the latents of a frozen tokenizer (optionally with frozen features).
+
+How a clip of T = 1 + 4k frames is used, with C = 1 + 4j context frames:
+
+- context latents: the context frames encoded ON THEIR OWN, (B, 18, Tc', H', W') with
+  Tc' = 1 + j. GroupNorm pools over the whole clip, so encoding the full clip would let the
+  future leak into the context latents.
+- target latents: the full clip encoded, its last Tf' = T' - Tc' latent frames: the causal
+  encoder's latent frame t' covers video frames 4t'-3 .. 4t', so these stand for exactly the
+  T - C future frames.
+- decoding: context latents and predicted latents are decoded together (the decoder is
+  causal and its first latent frame stands for one frame only); the future is the last
+  T - C frames of the result.
+
+Because the tokenizer (and a motion backbone, if any) is frozen, these latents and features
+are the same every epoch: with a ``ClipCache`` they are computed once, stored on disk and
+shared by reruns and worktrees; without one they are computed for every batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from shared.events import EventLog
+from shared.latent_cache import ClipCache
+from shared.magvit import MagvitTokenizer
+from shared.magvit.lfq import codes_to_indices, indices_to_codes
+from shared.predictor import LatentPredictor, codes_from_logits, latent_loss
+from shared.training import Experiment
+
+
+class ConditionSource(Protocol):
+    """A frozen network that turns the context frames into conditioning tokens."""
+
+    module: nn.Module
+    cache_key: dict[str, Any]
+
+    def __call__(self, context_bcthw: torch.Tensor) -> torch.Tensor:
+        """(B, 3, Tc, H, W) in [-1, 1] -> (B, N_cond, D_cond)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """Frame and latent counts of a clip split into context and future."""
+
+    frames: int
+    context_frames: int
+
+    def __post_init__(self) -> None:
+        assert (self.frames - 1) % 4 == 0 and (self.context_frames - 1) % 4 == 0
+        assert 0 < self.context_frames < self.frames
+
+    @property
+    def future_frames(self) -> int:
+        return self.frames - self.context_frames
+
+    @property
+    def context_latent_frames(self) -> int:
+        return 1 + (self.context_frames - 1) // 4
+
+    @property
+    def future_latent_frames(self) -> int:
+        return self.future_frames // 4
+
+
+def encode_context(tokenizer: MagvitTokenizer, context_bcthw: torch.Tensor) -> torch.Tensor:
+    """Context frames alone -> codes (B, 18, Tc', H', W')."""
+    return tokenizer.encode(context_bcthw)[0]
+
+
+def encode_future_target(
+    tokenizer: MagvitTokenizer, video_bcthw: torch.Tensor, layout: LatentLayout
+) -> torch.Tensor:
+    """Whole clip -> the codes of its future part (B, 18, Tf', H', W')."""
+    return tokenizer.encode(video_bcthw)[0][:, :, layout.context_latent_frames :]
+
+
+def decode_future(
+    tokenizer: MagvitTokenizer,
+    context_codes: torch.Tensor,
+    future_codes: torch.Tensor,
+    future_frames: int,
+) -> torch.Tensor:
+    """Decode context and future codes together; the last ``future_frames`` frames, in [-1, 1]."""
+    frames = tokenizer.decode(torch.cat([context_codes, future_codes.to(context_codes.dtype)], 2))
+    return frames[:, :, -future_frames:].clamp(-1, 1)
+
+
+def tokenizer_fingerprint(tokenizer: MagvitTokenizer) -> str:
+    """Content hash of the tokenizer's weights: the cache key of everything it computes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FrozenTokenizerExperiment(Experiment):
+    """A trainable predictor over the latents of a frozen tokenizer."""
+
+    def __init__(
+        self,
+        *,
+        tokenizer: MagvitTokenizer,
+        predictor: LatentPredictor,
+        train_set: Dataset[dict[str, Any]],
+        train_clips: int,
+        layout: LatentLayout,
+        cache: ClipCache | None = None,
+        condition: ConditionSource | None = None,
+        encode_batch_size: int = 16,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.trainable = predictor
+        self.predictor = predictor
+        self.train_set = train_set
+        self.train_clips = train_clips
+        self.layout = layout
+        self.cache = cache
+        self.condition = condition
+        self.encode_batch_size = encode_batch_size
+        self._cached: dict[str, torch.Tensor] | None = None  # stacked cache entries
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.tokenizer] + ([self.condition.module] if self.condition else [])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.predictor.parameters()).device
+
+    # -- frozen computations ------------------------------------------------------------
+
+    @torch.no_grad()
+    def frozen_targets(self, video_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the frozen networks give for a batch of whole clips (B, 3, T, H, W)."""
+        context = video_bcthw[:, :, : self.layout.context_frames]
+        context_codes = encode_context(self.tokenizer, context)
+        out = {
+            "context_codes": context_codes,
+            "future_codes": encode_future_target(self.tokenizer, video_bcthw, self.layout),
+        }
+        if self.condition is not None:
+            out["condition"] = self.condition(context).float()
+        return out
+
+    def _videos(self, indices: list[int]) -> torch.Tensor:
+        return torch.stack([self.train_set[i]["video"] for i in indices]).to(self.device)
+
+    def _compute_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        targets = self.frozen_targets(self._videos(indices))
+        entries = []
+        for b in range(len(indices)):
+            entry = {
+                # Codes are stored as their LFQ indices: 4 bytes per latent position.
+                "context_index": codes_to_indices(targets["context_codes"][b], dim=0).int().cpu(),
+                "future_index": codes_to_indices(targets["future_codes"][b], dim=0).int().cpu(),
+            }
+            if "condition" in targets:
+                entry["condition"] = targets["condition"][b].cpu()
+            entries.append(entry)
+        return entries
+
+    def prepare(self, log: EventLog) -> None:
+        if self.cache is None:
+            return
+        indices = list(range(self.train_clips))
+
+        def report(done: int, total: int) -> None:
+            print(f"latent cache: encoded {done}/{total} clips", flush=True)
+
+        entries = self.cache.load_all(
+            indices, self._compute_entries, batch_size=self.encode_batch_size, on_batch=report
+        )
+        self._cached = {key: torch.stack([e[key] for e in entries]) for key in entries[0]}
+        log.emit("cache", hits=self.cache.hits, misses=self.cache.misses,
+                 path=str(self.cache.directory))
+
+    # -- training -----------------------------------------------------------------------
+
+    def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size].tolist()
+            if self._cached is not None:
+                code_dim = self.tokenizer.config.code_dim
+                batch = {
+                    "context_codes": indices_to_codes(self._cached["context_index"][chunk], code_dim),
+                    "future_codes": indices_to_codes(self._cached["future_index"][chunk], code_dim),
+                }
+                if "condition" in self._cached:
+                    batch["condition"] = self._cached["condition"][chunk]
+                yield {key: value.to(self.device) for key, value in batch.items()}
+            else:
+                yield self.frozen_targets(self._videos(chunk))
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        future = batch["future_codes"]
+        logits = self.predictor(batch["context_codes"], tuple(future.shape[2:]),
+                                batch.get("condition"))
+        result = latent_loss(logits.float(), future, self.predictor.config.loss)
+        return result.loss, {"bit_accuracy": float(result.bit_accuracy)}
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+        was_training = self.predictor.training
+        self.predictor.eval()
+        context_codes = encode_context(self.tokenizer, context_bcthw)
+        condition = self.condition(context_bcthw).float() if self.condition else None
+        grid = (future_frames // 4, *context_codes.shape[3:])
+        future_codes = codes_from_logits(self.predictor(context_codes, grid, condition).float())
+        self.predictor.train(was_training)
+        return decode_future(self.tokenizer, context_codes, future_codes, future_frames)
+
+    @torch.no_grad()
+    def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
+        video = torch.cat([context_bcthw, future_bcthw], dim=2)
+        layout = LatentLayout(video.shape[2], context_bcthw.shape[2])
+        context_codes = encode_context(self.tokenizer, context_bcthw)
+        future_codes = encode_future_target(self.tokenizer, video, layout)
+        return decode_future(self.tokenizer, context_codes, future_codes, future_bcthw.shape[2])
+

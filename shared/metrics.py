@@ -1,0 +1,200 @@
+"""Frame-prediction metrics with OpenSTL's conventions, so numbers sit beside published tables.
+
+Inputs are model-range tensors in [-1, 1] shaped (B, 3, T, H, W); everything is scored on the
+[0, 1] scale, in float64, frame by frame:
+- mse, mae: per-frame SUMS over C*H*W of the squared / absolute error, prediction not clipped.
+  This is OpenSTL's MSE (64x64x1 Moving MNIST: divide by 4096 for a per-pixel value).
+- mse_per_pixel: the same squared error as a mean over C*H*W (what most people call MSE),
+  reported beside the sum so the two are never confused.
+- psnr: prediction clipped to [0, 1]; per frame -10 log10(per-pixel MSE), then averaged over
+  frames. A frame predicted exactly has infinite PSNR (OpenSTL returns inf and the average
+  becomes inf); we cap every frame at PSNR_CAP_DB so averages stay finite and comparable.
+- ssim: prediction clipped to [0, 1]; scikit-image <= 0.19 defaults as OpenSTL used them: 7x7
+  uniform window, sample covariance (49/48), K1 = 0.01, K2 = 0.03 and data_range = 2 (the
+  range skimage assumed for float images), mean over the window positions that fit inside the
+  frame, channels averaged.
+The averages over clips and frames are plain means over all (clip, frame) pairs, as OpenSTL's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from shared.errors import DataError
+
+METRICS = ("mse", "mae", "psnr", "ssim", "mse_per_pixel")
+PSNR_CAP_DB = 100.0  # PSNR of a frame predicted exactly (per-pixel MSE <= 1e-10)
+SSIM_WINDOW = 7
+SSIM_DATA_RANGE = 2.0  # skimage <= 0.19 inferred -1..1 for float images; OpenSTL inherited it
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+# (context (B, 3, Tc, H, W), number of future frames) -> prediction (B, 3, Tf, H, W)
+Predictor = Callable[[torch.Tensor, int], torch.Tensor]
+# whole clip (B, 3, T, H, W) -> its reconstruction, e.g. decode(encode(clip)): the oracle row
+Reconstructor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_pair(pred: torch.Tensor, true: torch.Tensor) -> None:
+    if pred.shape != true.shape or pred.ndim != 5:
+        raise DataError(
+            f"prediction {tuple(pred.shape)} and target {tuple(true.shape)}: expected two "
+            "tensors of one shape (B, C, T, H, W)"
+        )
+    if min(pred.shape[-2:]) < SSIM_WINDOW:
+        raise DataError(
+            f"frames of {pred.shape[-2]}x{pred.shape[-1]} pixels: SSIM needs at least "
+            f"{SSIM_WINDOW}x{SSIM_WINDOW}"
+        )
+
+
+def ssim_per_frame(pred01: torch.Tensor, true01: torch.Tensor) -> torch.Tensor:
+    """SSIM (B, T) of [0, 1] tensors (B, C, T, H, W), skimage <= 0.19 recipe (module docstring)."""
+    b, c, t, h, w = pred01.shape
+    # one greyscale image per (clip, frame, channel): (B*T*C, 1, H, W)
+    x = pred01.permute(0, 2, 1, 3, 4).reshape(b * t * c, 1, h, w)
+    y = true01.permute(0, 2, 1, 3, 4).reshape(b * t * c, 1, h, w)
+
+    def window_mean(image: torch.Tensor) -> torch.Tensor:  # only windows inside the frame
+        return F.avg_pool2d(image, SSIM_WINDOW, stride=1)
+
+    mean_x, mean_y = window_mean(x), window_mean(y)
+    sample = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)  # unbiased (sample) covariance
+    var_x = sample * (window_mean(x * x) - mean_x * mean_x)
+    var_y = sample * (window_mean(y * y) - mean_y * mean_y)
+    cov_xy = sample * (window_mean(x * y) - mean_x * mean_y)
+    c1 = (SSIM_K1 * SSIM_DATA_RANGE) ** 2
+    c2 = (SSIM_K2 * SSIM_DATA_RANGE) ** 2
+    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
+        (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.mean(dim=(1, 2, 3)).reshape(b, t, c).mean(dim=2)
+
+
+def clip_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every metric for every (clip, frame): name -> float64 tensor (B, T)."""
+    _check_pair(pred_bcthw, true_bcthw)
+    pred = (pred_bcthw.detach().to("cpu", torch.float64) + 1) / 2  # [-1, 1] -> [0, 1]
+    true = (true_bcthw.detach().to("cpu", torch.float64) + 1) / 2
+    frame_dims = (1, 3, 4)  # C, H, W
+    error = pred - true
+    mse = error.square().sum(dim=frame_dims)
+    mae = error.abs().sum(dim=frame_dims)
+    clipped = pred.clamp(0.0, 1.0)
+    per_pixel_clipped = (clipped - true).square().mean(dim=frame_dims)
+    floor = 10 ** (-PSNR_CAP_DB / 10)
+    psnr = -10 * torch.log10(per_pixel_clipped.clamp_min(floor))
+    pixels = math.prod(pred.shape[i] for i in frame_dims)
+    return {
+        "mse": mse,
+        "mae": mae,
+        "psnr": psnr,
+        "ssim": ssim_per_frame(clipped, true),
+        "mse_per_pixel": mse / pixels,
+    }
+
+
+def frame_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """name -> per-frame values (T,), averaged over the batch."""
+    return {
+        name: values.mean(dim=0) for name, values in clip_metrics(pred_bcthw, true_bcthw).items()
+    }
+
+
+class MetricAccumulator:
+    """Sums per-frame metrics over batches; result() averages over all clips and frames."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.clips = 0
+
+    def update(self, pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> None:
+        per_clip = clip_metrics(pred_bcthw, true_bcthw)
+        frames = pred_bcthw.shape[2]
+        if self.sums and len(self.sums["mse"]) != frames:
+            raise DataError(
+                f"a batch of {frames} future frames after batches of {len(self.sums['mse'])}: "
+                "score one clip length per accumulator"
+            )
+        for name, values in per_clip.items():
+            self.sums[name] = self.sums.get(name, 0) + values.sum(dim=0)
+        self.clips += pred_bcthw.shape[0]
+
+    def result(self) -> dict[str, Any]:
+        """{metric: mean over clips and frames, "per_frame": {metric: [per frame]}, "clips": n}."""
+        if not self.clips:
+            raise DataError("no clips were scored: call update() with at least one batch")
+        per_frame = {name: total / self.clips for name, total in self.sums.items()}
+        out: dict[str, Any] = {name: float(values.mean()) for name, values in per_frame.items()}
+        out["per_frame"] = {name: values.tolist() for name, values in per_frame.items()}
+        out["clips"] = self.clips
+        return out
+
+
+def reference_predictions(
+    context_bcthw: torch.Tensor, future_frames: int
+) -> dict[str, torch.Tensor]:
+    """The rows every model must beat: all black (0 on [0, 1], i.e. -1) and copy-last-frame."""
+    b, c, _, h, w = context_bcthw.shape
+    last = context_bcthw[:, :, -1:]
+    return {
+        "black": torch.full((b, c, future_frames, h, w), -1.0, dtype=context_bcthw.dtype),
+        "copy_last": last.expand(b, c, future_frames, h, w).clone(),
+    }
+
+
+def reference_predictors() -> dict[str, Predictor]:
+    """reference_predictions as Predictors, to score them with the same loop as models."""
+    return {
+        name: (lambda context, future, name=name: reference_predictions(context, future)[name])
+        for name in ("black", "copy_last")
+    }
+
+
+def score_predictors(
+    predictors: Mapping[str, Predictor],
+    videos: Iterable[torch.Tensor | Mapping[str, Any]],
+    *,
+    context_frames: int,
+    oracles: Mapping[str, Reconstructor] | None = None,
+    references: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Score every row on the same future frames: row name -> MetricAccumulator.result().
+
+    `videos` yields clips (B, 3, T, H, W) in [-1, 1] or dataset batches with a "video" key.
+    A predictor sees only the first `context_frames` frames. An oracle reconstructs the whole
+    clip (it may see the future: it is a ceiling, not a model) and is scored on the future
+    frames of its output. With `references`, the black and copy-last rows are added.
+    """
+    rows: dict[str, Predictor] = {**(reference_predictors() if references else {}), **predictors}
+    oracles = dict(oracles or {})
+    accumulators = {name: MetricAccumulator() for name in [*rows, *oracles]}
+    with torch.no_grad():
+        for batch in videos:
+            video = batch["video"] if isinstance(batch, Mapping) else batch
+            if video.shape[2] <= context_frames:
+                raise DataError(
+                    f"clips of {video.shape[2]} frames: expected more than context_frames="
+                    f"{context_frames}"
+                )
+            context, future = video[:, :, :context_frames], video[:, :, context_frames:]
+            for name, predict in rows.items():
+                accumulators[name].update(
+                    _checked(name, predict(context, future.shape[2]), future), future
+                )
+            for name, reconstruct in oracles.items():
+                recon = _checked(name, reconstruct(video), video)
+                accumulators[name].update(recon[:, :, context_frames:], future)
+    return {name: accumulator.result() for name, accumulator in accumulators.items()}
+
+
+def _checked(name: str, output: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if tuple(output.shape) != tuple(like.shape):
+        raise DataError(
+            f"row {name!r} returned shape {tuple(output.shape)}: expected {tuple(like.shape)}"
+        )
+    return output.to(like.device)

@@ -1,0 +1,102 @@
+"""Where and how a run executes: device, threads, mixed precision, environment facts.
+
+The device is chosen at run time: CUDA when a GPU is visible (the orchestrator sets
+``CUDA_VISIBLE_DEVICES`` per job, blank for CPU jobs), else the CPU. Mixed precision is used
+on CUDA only: bf16 where the GPU supports it (no loss scaling needed), else fp16 with a
+gradient scaler. On the CPU everything stays fp32, which keeps CPU runs deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import resource
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from shared.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What autocast does on this device: ``dtype`` None means plain fp32."""
+
+    device_type: str
+    dtype: torch.dtype | None
+    needs_grad_scaler: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """``requested`` ("cpu", "cuda", "cuda:1") wins; otherwise CUDA if visible, else CPU."""
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {requested!r} asked for, but no CUDA GPU is visible: "
+                "use --device cpu or check CUDA_VISIBLE_DEVICES"
+            )
+        return device
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def select_precision(
+    device_type: str, *, enabled: bool = True, bf16_supported: bool | None = None
+) -> Precision:
+    """AMP policy as a pure function of the device, so it is testable without a GPU."""
+    if device_type != "cuda" or not enabled:
+        return Precision(device_type, None, False)
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    if bf16_supported:
+        return Precision(device_type, torch.bfloat16, False)
+    return Precision(device_type, torch.float16, True)
+
+
+def configure_threads(threads: int | None) -> int:
+    """Use ``threads`` (or OMP_NUM_THREADS, or all cores) for intra-op parallelism."""
+    if threads is None:
+        from_env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(from_env) if from_env.isdigit() and int(from_env) > 0 else os.cpu_count() or 1
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on a GPU, max RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def environment(device: torch.device, threads: int) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "platform": platform.platform(),
+        "threads": threads,
+    }

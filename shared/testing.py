@@ -1,0 +1,36 @@
+"""Builders for tests and gates: the ``micro`` preset, real modules, tiny sizes.
+
+Every test and every variant's gate uses these, so they all exercise the same small config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from shared.data import TrajectoryVideos
+from shared.magvit import MagvitTokenizer, save_tokenizer, tokenizer_config
+from shared.presets import StudyConfig, study_preset
+
+
+def micro_study() -> StudyConfig:
+    return study_preset("micro")
+
+
+def micro_tokenizer(seed: int = 0) -> MagvitTokenizer:
+    """A micro tokenizer with seeded random weights (the gates test plumbing, not quality)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return MagvitTokenizer(tokenizer_config("micro")).eval()
+
+
+def write_micro_tokenizer(path: Path, seed: int = 0) -> Path:
+    """A micro tokenizer checkpoint in the official Open-MAGVIT2 layout."""
+    return save_tokenizer(micro_tokenizer(seed), path)
+
+
+def micro_clips(count: int, *, split: str = "eval") -> torch.Tensor:
+    """(count, 3, T, H, W) trajectory clips of the micro preset in [-1, 1]."""
+    videos = TrajectoryVideos(micro_study().data, split=split, size=count)
+    return torch.stack([videos[i]["video"] for i in range(count)])

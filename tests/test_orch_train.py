@@ -1,0 +1,169 @@
+"""orch test-all and orch train end to end on the fake study: gates, shared jobs, parallel
+jobs, failure isolation, branch isolation, the lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli.main import app
+from orchestrator.launcher import run_lock
+from tests.orch_fixtures import *  # noqa: F403
+from tests.orch_fixtures import commit_all, git, worktree
+
+runner = CliRunner()
+
+
+def train_json(*args: str) -> tuple[int, dict]:
+    result = runner.invoke(app, ["train", "--json", "--plain", *args])
+    data = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.exit_code, data
+
+
+def results_of(job: dict) -> dict:
+    return json.loads((Path(job["output_dir"]) / "results.json").read_text())
+
+
+def test_test_all_keeps_per_test_outcomes_and_fails_on_a_failing_gate(
+    spawned: Path, orch_env: Path
+) -> None:
+    beta = worktree(spawned, "beta")
+    (beta / "branches/beta/model.py").write_text("VALUE = -1\n")
+    commit_all(beta, "break beta")
+
+    result = runner.invoke(app, ["test-all", "--json", "--plain"])
+    assert result.exit_code == 4, result.output
+    assert "gate failed for beta" in result.stderr
+    jobs = {j["variant"]: j for j in json.loads(result.stdout)["jobs"]}
+    assert jobs["alpha"]["stage"] == "done"
+    assert jobs["beta"]["stage"] == "gate_failed"
+    outcomes = {t["name"]: t["outcome"] for t in jobs["beta"]["gate"]["tests"]}
+    assert outcomes == {"test_gate::test_value_is_int": "passed",
+                        "test_gate::test_value_positive": "failed"}
+    assert "test_value_positive" in jobs["beta"]["reason"]
+    assert all(t["outcome"] == "passed" for t in jobs["alpha"]["gate"]["tests"])
+
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0
+    assert "test_value_positive" in status.stdout and "failed" in status.stdout
+
+
+def test_train_runs_jobs_in_parallel_in_their_worktrees(
+    spawned: Path, orch_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_SLEEP", "1.0")
+    # A commit on alpha's branch must take effect in alpha's run, not the main checkout's.
+    alpha = worktree(spawned, "alpha")
+    (alpha / "branches/alpha/model.py").write_text("VALUE = 42\n")
+    commit_all(alpha, "alpha: new value")
+
+    code, run = train_json()
+    assert code == 0, run
+    assert run["status"] == "done"
+    jobs = {j["variant"]: j for j in run["jobs"]}
+    assert {j["stage"] for j in jobs.values()} == {"done"}
+    a, b = results_of(jobs["alpha"]), results_of(jobs["beta"])
+    assert a["value"] == 42 and b["value"] == 1
+    assert Path(a["model_file"]).resolve().is_relative_to(alpha.resolve())
+    assert Path(a["cwd"]).resolve() == alpha.resolve()
+    # Two CPU slots on a 2-core machine with cpu_threads 1: the jobs overlap in time.
+    assert a["start"] < b["end"] and b["start"] < a["end"]
+    for r, j in ((a, jobs["alpha"]), (b, jobs["beta"])):
+        assert r["cuda_visible_devices"] == ""
+        assert r["omp_num_threads"] == "1" and r["threads"] == 1
+        assert j["device"] == "cpu" and j["threads"] == 1
+        assert r["tokenizer"] and Path(r["tokenizer"]).read_text() == "tokenizer tiny"
+    assert jobs["alpha"]["commit"] == git(alpha, "rev-parse", "HEAD").strip()
+    assert not jobs["alpha"]["dirty"]
+    # The shared tokenizer job ran once; a second run reuses its cached artifact.
+    assert len((orch_env / "tokenizer-runs").read_text().split()) == 1
+    code, again = train_json("alpha")
+    assert code == 0
+    assert len((orch_env / "tokenizer-runs").read_text().split()) == 1
+    assert results_of(again["jobs"][0])["tokenizer"] == a["tokenizer"]
+
+
+def test_failed_job_is_isolated_and_named(
+    spawned: Path, orch_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL_ALPHA", "oom")
+    monkeypatch.setenv("FAKE_FAIL_BETA", "exit")
+    (worktree(spawned, "beta") / "scratch.txt").write_text("uncommitted")
+    result = runner.invoke(app, ["train", "--json", "--plain", "--seeds", "2", "alpha", "beta"])
+    assert result.exit_code == 5, result.output
+    jobs = {j["name"]: j for j in json.loads(result.stdout)["jobs"]}
+    assert set(jobs) == {"alpha-s0", "alpha-s1", "beta-s0", "beta-s1"}
+    assert jobs["alpha-s0"]["stage"] == "failed"
+    assert jobs["alpha-s0"]["reason"].startswith("CUDA out of memory")
+    assert jobs["beta-s1"]["reason"] == "exit 1: ValueError: loss is nan"
+    assert any("loss is nan" in line for line in jobs["beta-s1"]["log_tail"])
+    assert jobs["beta-s0"]["dirty"] and "scratch.txt" in Path(
+        jobs["beta-s0"]["diff_path"]).read_text()
+
+
+def test_one_failure_does_not_stop_the_others(
+    spawned: Path, orch_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL_ALPHA", "exit")
+    code, run = train_json()
+    assert code == 5
+    jobs = {j["variant"]: j for j in run["jobs"]}
+    assert jobs["alpha"]["stage"] == "failed" and jobs["alpha"]["exit_code"] == 1
+    assert jobs["beta"]["stage"] == "done"
+    assert results_of(jobs["beta"])["value"] == 1
+
+
+def test_gate_failure_blocks_training_of_that_variant_only(
+    spawned: Path, orch_env: Path
+) -> None:
+    beta = worktree(spawned, "beta")
+    (beta / "branches/beta/model.py").write_text("VALUE = 0\n")
+    commit_all(beta, "break beta")
+    code, run = train_json()
+    assert code == 4
+    jobs = {j["variant"]: j for j in run["jobs"]}
+    assert jobs["alpha"]["stage"] == "done"
+    assert jobs["beta"]["stage"] == "gate_failed"
+    assert not (Path(jobs["beta"]["output_dir"]) / "events.jsonl").exists()
+
+
+def test_second_train_is_refused_while_one_holds_the_lock(
+    spawned: Path, orch_env: Path
+) -> None:
+    with run_lock(orch_env):
+        result = runner.invoke(app, ["train", "--plain"])
+    assert result.exit_code == 6
+    assert "another orch run" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_train_without_worktree_says_spawn(git_repo: Path) -> None:
+    result = runner.invoke(app, ["train", "--plain", "alpha"])
+    assert result.exit_code == 3
+    assert "orch spawn alpha" in result.stderr
+
+
+def test_run_spawns_gates_trains_and_reports(git_repo: Path, orch_env: Path) -> None:
+    result = runner.invoke(app, ["run", "--plain"])
+    assert result.exit_code == 0, result.output
+    assert worktree(git_repo, "alpha").is_dir() and worktree(git_repo, "beta").is_dir()
+    state = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert state["command"] == "run" and state["status"] == "done"
+    assert [j["stage"] for j in state["jobs"]] == ["done", "done"]
+    report = orch_env / "runs" / state["run_id"] / "report.md"
+    assert report.exists() and f"report: {report}" in result.stdout
+    assert "alpha" in report.read_text() and "beta" in report.read_text()
+
+
+def test_failed_shared_job_stops_the_run_with_its_reason(spawned: Path, orch_env: Path) -> None:
+    (spawned / "shared/tok.py").write_text("raise SystemExit('no trajectory videos found')\n")
+    result = runner.invoke(app, ["train", "--plain"])
+    assert result.exit_code == 5
+    assert "shared job tokenizer (tiny) failed: exit 1: no trajectory videos found" in (
+        result.stderr)
+    state = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert state["status"] == "failed"
+    assert all(j["stage"] == "failed" and "tokenizer" in j["reason"] for j in state["jobs"])

@@ -1,0 +1,167 @@
+import dataclasses
+import inspect
+
+import pytest
+import torch
+
+from shared.errors import ConfigError
+from shared.predictor import (
+    PREDICTOR_CONFIGS,
+    LatentPredictor,
+    PredictorConfig,
+    codes_from_logits,
+    count_parameters,
+    grid_positions,
+    latent_loss,
+    predictor_config,
+)
+
+CODE_DIM = 18
+
+
+def random_codes(shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
+
+
+def micro_model(seed=0, **changes):
+    torch.manual_seed(seed)
+    config = dataclasses.replace(predictor_config("micro"), **changes)
+    return LatentPredictor(config).eval()
+
+
+def test_presets_build_and_bad_values_are_config_errors():
+    assert set(PREDICTOR_CONFIGS) == {"micro", "tiny", "full"}
+    full = predictor_config("full")
+    assert (full.depth, full.heads, full.width, full.code_dim) == (12, 8, 256, CODE_DIM)
+    sizes = [count_parameters(LatentPredictor(predictor_config(n)))[0] for n in PREDICTOR_CONFIGS]
+    assert sizes == sorted(sizes)  # micro < tiny < full
+    with pytest.raises(ConfigError, match="unknown predictor preset 'huge'"):
+        predictor_config("huge")
+    with pytest.raises(ConfigError, match="multiple of heads"):
+        PredictorConfig(width=30, heads=4)
+    with pytest.raises(ConfigError, match="loss='l1'"):
+        PredictorConfig(loss="l1")
+    with pytest.raises(TypeError):
+        PredictorConfig(18)  # keyword-only
+
+
+@pytest.mark.parametrize("context, future", [((2, 4, 4), 1), ((3, 8, 8), 2), ((1, 3, 5), 3)])
+def test_forward_shapes_for_any_grid(context, future):
+    model = micro_model()
+    t, h, w = context
+    logits = model(random_codes((2, CODE_DIM, t, h, w)), future_grid=(future, h, w))
+    assert logits.shape == (2, CODE_DIM, future, h, w)
+    assert torch.isfinite(logits).all()
+    codes = model.predict_codes(random_codes((2, CODE_DIM, t, h, w)), (future, h, w))
+    assert codes.shape == logits.shape
+    assert set(codes.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_long_sequence_has_no_table_limit():
+    torch.set_num_threads(1)
+    model = micro_model()
+    # 2,048 context + 2,048 future tokens: far beyond the seeds' 1,000-entry table.
+    logits = model(random_codes((1, CODE_DIM, 8, 16, 16)), future_grid=(8, 16, 16))
+    assert logits.shape == (1, CODE_DIM, 8, 16, 16)
+    assert torch.isfinite(logits).all()
+
+
+def test_positions_cover_a_25600_token_grid_and_continue_in_time():
+    pos = grid_positions((4, 80, 80), 256)
+    assert pos.shape == (25_600, 256)
+    assert torch.isfinite(pos).all()
+    assert torch.unique(pos, dim=0).shape[0] == 25_600  # every position is distinct
+    # The future grid (t_offset = Tc') gets the same vectors as the tail of one long grid.
+    whole = grid_positions((5, 6, 7), 32)
+    future = grid_positions((2, 6, 7), 32, t_offset=3)
+    torch.testing.assert_close(future, whole[3 * 6 * 7 :])
+
+
+def test_forward_takes_only_the_context_and_batch_items_stay_apart():
+    # No true future can leak in: forward has no argument that could carry future codes.
+    params = list(inspect.signature(LatentPredictor.forward).parameters)
+    assert params == ["self", "context_codes_bcthw", "future_grid", "condition"]
+    with pytest.raises(ConfigError, match="future_grid"):
+        micro_model()(random_codes((1, CODE_DIM, 2, 4, 4)), random_codes((1, CODE_DIM, 1, 4, 4)))
+
+    model = micro_model()
+    context = random_codes((2, CODE_DIM, 2, 4, 4))
+    logits = model(context, (2, 4, 4))
+    torch.testing.assert_close(model(context, (2, 4, 4)), logits)  # deterministic in eval
+    changed = context.clone()
+    changed[1] = random_codes((CODE_DIM, 2, 4, 4), seed=1)
+    logits2 = model(changed, (2, 4, 4))
+    torch.testing.assert_close(logits2[0], logits[0], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(logits2[1], logits[1])  # the context is actually used
+
+
+def test_gradients_reach_every_parameter():
+    model = micro_model(condition_dim=12).train()
+    context = random_codes((2, CODE_DIM, 2, 4, 4))
+    logits = model(context, (1, 4, 4), condition=torch.randn(2, 3, 12))
+    latent_loss(logits, random_codes(logits.shape, seed=1)).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert missing == []
+    assert count_parameters(model) == (sum(p.numel() for p in model.parameters()), 0)
+    model.head.requires_grad_(False)
+    head_size = sum(p.numel() for p in model.head.parameters())
+    assert count_parameters(model)[1] == head_size
+
+
+@pytest.mark.parametrize("kind", ["bits", "mse"])
+def test_loss_falls_on_a_fixed_batch(kind):
+    torch.set_num_threads(1)
+    model = micro_model(loss=kind).train()
+    # Random targets: the model can only memorise them, the classic overfit-one-batch check.
+    context = random_codes((2, CODE_DIM, 2, 4, 4))
+    target = random_codes((2, CODE_DIM, 1, 4, 4), seed=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    history = []
+    for _ in range(30):
+        result = latent_loss(model(context, (1, 4, 4)), target, kind)
+        optimizer.zero_grad()
+        result.loss.backward()
+        optimizer.step()
+        history.append((result.loss.item(), result.bit_accuracy.item()))
+    (first_loss, first_acc), (last_loss, last_acc) = history[0], history[-1]
+    assert last_loss < 0.8 * first_loss
+    assert last_acc > first_acc + 0.1
+
+
+def test_loss_values_and_bit_accuracy():
+    target = random_codes((2, CODE_DIM, 1, 2, 2))
+    perfect = latent_loss(target * 20.0, target)
+    assert perfect.bit_accuracy.item() == 1.0 and perfect.loss.item() < 1e-6
+    wrong = latent_loss(-target * 20.0, target, "mse")
+    assert wrong.bit_accuracy.item() == 0.0
+    assert wrong.loss.item() == pytest.approx(4.0, rel=1e-4)  # (tanh(-20 c) - c)^2 -> 4
+    undecided = latent_loss(torch.zeros_like(target), target)
+    assert undecided.loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    assert codes_from_logits(torch.zeros(3)).tolist() == [-1.0, -1.0, -1.0]  # 0 -> -1 as LFQ
+    with pytest.raises(ConfigError, match="differ in shape"):
+        latent_loss(target[:, :, :, :1], target)
+    with pytest.raises(ConfigError, match="kind='l1'"):
+        latent_loss(target, target, "l1")
+
+
+def test_condition_tokens_change_the_output_and_get_gradients():
+    model = micro_model(condition_dim=24)
+    context = random_codes((2, CODE_DIM, 2, 4, 4))
+    condition = torch.randn(2, 2, 24)
+    out_a = model(context, (1, 4, 4), condition=condition)
+    out_b = model(context, (1, 4, 4), condition=condition + 1.0)
+    # Small at init (weights have std 0.02) but real: the same inputs give identical outputs.
+    assert (out_a - out_b).abs().max() > 1e-5
+    torch.testing.assert_close(model(context, (1, 4, 4), condition=condition), out_a)
+    assert model(context, (1, 4, 4), condition=torch.randn(2, 5, 24)).shape == out_a.shape
+
+    (out_a - out_b).pow(2).sum().backward()
+    assert model.condition_in is not None
+    assert model.condition_in.weight.grad is not None
+    assert model.condition_in.weight.grad.abs().sum() > 0
+
+    with pytest.raises(ConfigError, match="expected \\(2, N_cond, 24\\)"):
+        model(context, (1, 4, 4), condition=torch.randn(2, 2, 23))
+    with pytest.raises(ConfigError, match="condition_dim=0"):
+        micro_model()(context, (1, 4, 4), condition=condition)

@@ -1,0 +1,48 @@
+"""Device and mixed-precision choice: pure functions, checked on the CPU for every case."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shared import runtime
+from shared.errors import ConfigError
+
+
+def test_cpu_runs_in_fp32_without_scaler():
+    precision = runtime.select_precision("cpu")
+    assert precision.dtype is None and not precision.needs_grad_scaler
+    with precision.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("bf16", "dtype", "scaler"), [(True, torch.bfloat16, False), (False, torch.float16, True)]
+)
+def test_cuda_uses_bf16_where_supported_else_fp16_with_scaler(bf16, dtype, scaler):
+    precision = runtime.select_precision("cuda", bf16_supported=bf16)
+    assert precision.dtype == dtype
+    assert precision.needs_grad_scaler is scaler
+
+
+def test_amp_can_be_switched_off_on_cuda():
+    assert runtime.select_precision("cuda", enabled=False, bf16_supported=True).dtype is None
+
+
+def test_device_defaults_to_cpu_without_gpu_and_refuses_missing_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.select_device().type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        runtime.select_device("cuda")
+
+
+def test_threads_from_option_or_environment(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert runtime.configure_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert runtime.configure_threads(None) == 2
+        with pytest.raises(ConfigError):
+            runtime.configure_threads(0)
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,96 @@
+"""The shared training loop, end to end through the baseline's entry point (micro preset)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from branches.baseline import train as baseline_train
+from shared.events import read_events
+from shared.latent_experiment import FrozenTokenizerExperiment
+from shared.testing import write_micro_tokenizer
+
+REQUIRED = {"schema", "variant", "preset", "seed", "status", "config", "environment",
+            "parameters", "history", "final", "timings", "artifacts"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory):
+    return write_micro_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.ckpt")
+
+
+def _run(output, tokenizer_path, *extra):
+    return baseline_train.main(["--preset", "micro", "--output", str(output), "--tokenizer",
+                                str(tokenizer_path), "--threads", "1", *extra])
+
+
+def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_path):
+    results = _run(tmp_path / "run", tokenizer_path)
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert REQUIRED <= set(on_disk) and on_disk["status"] == "success"
+    assert set(on_disk["final"]) == {"model", "black", "copy_last", "oracle"}
+    future_frames = results["config"]["study"]["data"]["frames"] - \
+        results["config"]["study"]["data"]["context_frames"]
+    for row in on_disk["final"].values():
+        assert {"mse", "mae", "psnr", "ssim", "per_frame"} <= set(row)
+        assert len(row["per_frame"]["psnr"]) == future_frames
+    assert len(on_disk["history"]) == results["config"]["train"]["epochs"]
+    assert (tmp_path / "run" / on_disk["artifacts"]["checkpoint"]).is_file()
+    assert (tmp_path / "run" / on_disk["artifacts"]["frames"]).is_file()
+
+    kinds = [e["event"] for e in read_events(tmp_path / "run" / "events.jsonl")]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert {"progress", "eval", "checkpoint"} <= set(kinds)
+    # The model row is measured, not copied: it differs from every reference row.
+    assert on_disk["final"]["model"]["psnr"] not in {
+        on_disk["final"][name]["psnr"] for name in ("black", "copy_last", "oracle")}
+
+
+def test_resume_after_interruption_gives_the_same_results(tmp_path, tokenizer_path, monkeypatch):
+    uninterrupted = _run(tmp_path / "a", tokenizer_path, "--seed", "7")
+
+    original = FrozenTokenizerExperiment.train_batches
+    epochs_started = []
+
+    def interrupted_in_epoch_two(self, order, batch_size):
+        epochs_started.append(1)
+        for step, batch in enumerate(original(self, order, batch_size)):
+            if len(epochs_started) == 2 and step == 1:
+                raise KeyboardInterrupt("killed mid-epoch")
+            yield batch
+
+    monkeypatch.setattr(FrozenTokenizerExperiment, "train_batches", interrupted_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", tokenizer_path, "--seed", "7")
+    monkeypatch.setattr(FrozenTokenizerExperiment, "train_batches", original)
+    assert not (tmp_path / "b" / "results.json").exists()
+
+    resumed = _run(tmp_path / "b", tokenizer_path, "--seed", "7", "--resume")
+    assert resumed["final"] == uninterrupted["final"]
+    assert [h["train_loss"] for h in resumed["history"]] == \
+        [h["train_loss"] for h in uninterrupted["history"]]
+
+    events = read_events(tmp_path / "b" / "events.jsonl")
+    assert any(e["event"] == "error" and e["kind"] == "interrupted" for e in events)
+    starts = [e for e in events if e["event"] == "start"]
+    assert [s["resumed_from_epoch"] for s in starts] == [0, 1]
+
+
+def test_bad_options_give_one_line_and_exit_code_2(tmp_path, capsys):
+    from shared.errors import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: baseline_train.main(["--preset", "nope", "--output", str(tmp_path)]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice" in err[0]
+
+
+def test_missing_tokenizer_says_how_to_make_one(tmp_path, capsys):
+    from shared.errors import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: baseline_train.main(["--preset", "micro", "--output", str(tmp_path)]))
+    assert exit_info.value.code == 3
+    assert "shared.magvit.pretrain --preset micro" in capsys.readouterr().err
