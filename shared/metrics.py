@@ -149,10 +149,14 @@ def reference_predictions(
 
 def reference_predictors() -> dict[str, Predictor]:
     """reference_predictions as Predictors, to score them with the same loop as models."""
-    return {
-        name: (lambda context, future, name=name: reference_predictions(context, future)[name])
-        for name in ("black", "copy_last")
-    }
+
+    def black(context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+        return reference_predictions(context_bcthw, future_frames)["black"]
+
+    def copy_last(context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+        return reference_predictions(context_bcthw, future_frames)["copy_last"]
+
+    return {"black": black, "copy_last": copy_last}
 
 
 def score_predictors(

@@ -26,8 +26,14 @@ def micro_tokenizer(seed: int = 0) -> MagvitTokenizer:
 
 
 def write_micro_tokenizer(path: Path, seed: int = 0) -> Path:
-    """A micro tokenizer checkpoint in the official Open-MAGVIT2 layout."""
-    return save_tokenizer(micro_tokenizer(seed), path)
+    """A micro tokenizer checkpoint in the official Open-MAGVIT2 layout.
+
+    Like the official file it holds raw weights and EMA weights (``model_ema.*``); the EMA
+    ones are ``micro_tokenizer(seed)``, the raw ones differ, so a loader that ignores the EMA
+    weights is caught.
+    """
+    ema = micro_tokenizer(seed).state_dict()
+    return save_tokenizer(micro_tokenizer(seed + 1), path, ema_state=ema)
 
 
 def micro_clips(count: int, *, split: str = "eval") -> torch.Tensor:

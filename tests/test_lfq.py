@@ -78,7 +78,8 @@ def test_per_sample_entropy_equals_the_full_softmax_entropy(temperature: float) 
     assert exact_codebook - 1e-5 <= codebook.item() <= 4 * math.log(2) + 1e-6
     single = z[:1]  # one sample: the averaged distribution is still a product, so they agree
     _, codebook_one = LFQ(dim=4, temperature=temperature).entropy_terms(single)
-    assert codebook_one.item() == pytest.approx(brute_force_entropies(single, temperature)[1], rel=1e-4, abs=1e-5)
+    exact_one = brute_force_entropies(single, temperature)[1]
+    assert codebook_one.item() == pytest.approx(exact_one, rel=1e-4, abs=1e-5)
 
 
 def test_losses_in_training_mode_and_zeros_in_eval_mode() -> None:
@@ -89,7 +90,8 @@ def test_losses_in_training_mode_and_zeros_in_eval_mode() -> None:
     sign = torch.where(z > 0, 1.0, -1.0)
     torch.testing.assert_close(out.commitment_loss, ((z - sign) ** 2).mean())
     torch.testing.assert_close(out.entropy_loss, out.per_sample_entropy - out.codebook_entropy)
-    assert all(torch.isfinite(v) for v in (out.entropy_loss, out.per_sample_entropy, out.codebook_entropy))
+    terms = (out.entropy_loss, out.per_sample_entropy, out.codebook_entropy)
+    assert all(torch.isfinite(v) for v in terms)
     assert 0 <= out.codebook_entropy.item() <= 18 * math.log(2)
     out.entropy_loss.backward()
     assert torch.isfinite(z.grad).all()

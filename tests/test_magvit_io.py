@@ -129,7 +129,9 @@ def test_wrong_keys_and_shapes_are_named(tmp_path: Path) -> None:
         load_tokenizer(save_tokenizer(model, tmp_path / "m.ckpt"), config=wider)
 
 
-def test_hub_source_resolves_offline_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_source_resolves_offline_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub
     from huggingface_hub import constants
 
@@ -156,8 +158,9 @@ def test_hub_source_resolves_offline_from_the_cache(tmp_path: Path, monkeypatch:
     assert Path(direct).resolve() == blob.resolve()
     loaded = load_tokenizer("hf://someone/tiny-tokenizer/weights/tok.ckpt")
     assert_same_outputs(loaded, model)
-    assert_same_outputs(load_tokenizer(f"hf://someone/tiny-tokenizer/weights/tok.ckpt@{commit}"), model)
-    assert checkpoint_sha256("hf://someone/tiny-tokenizer/weights/tok.ckpt") == checkpoint_sha256(blob)
+    source = "hf://someone/tiny-tokenizer/weights/tok.ckpt"
+    assert_same_outputs(load_tokenizer(f"{source}@{commit}"), model)
+    assert checkpoint_sha256(source) == checkpoint_sha256(blob)
     with pytest.raises(CheckpointError, match="not in the local hub cache"):
         load_tokenizer("hf://someone/other-repo/tok.ckpt")
 

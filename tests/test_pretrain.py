@@ -11,11 +11,12 @@ import torch
 
 from shared.errors import DataError
 from shared.magvit import load_tokenizer
-from shared.magvit.pretrain import frame_psnr_ssim, main
+from shared.magvit.pretrain import main
 
 
 def test_micro_pretrain_writes_a_loadable_tokenizer_and_metrics(tmp_path: Path) -> None:
-    metrics = main(["--preset", "micro", "--output", str(tmp_path), "--seed", "3", "--threads", "1"])
+    args = ["--preset", "micro", "--output", str(tmp_path), "--seed", "3", "--threads", "1"]
+    metrics = main(args)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["steps"] == metrics["steps"] == 6
     assert written["seed"] == 3 and written["environment"]["threads"] == 1
@@ -30,7 +31,8 @@ def test_micro_pretrain_writes_a_loadable_tokenizer_and_metrics(tmp_path: Path) 
     assert "model_ema.decay" in state and "model_ema.encoderconv_inconv_1weight" in state
     # training changed the weights, and the EMA differs from the last raw weights
     raw = load_tokenizer(tmp_path / "tokenizer.ckpt", prefer_ema=False)
-    assert not torch.equal(raw.encoder.conv_in.conv_1.weight, tokenizer.encoder.conv_in.conv_1.weight)
+    conv_in = "encoder.conv_in.conv_1.weight"
+    assert not torch.equal(raw.state_dict()[conv_in], tokenizer.state_dict()[conv_in])
 
 
 def test_data_file_replaces_the_trajectories(tmp_path: Path) -> None:
@@ -44,16 +46,3 @@ def test_data_file_replaces_the_trajectories(tmp_path: Path) -> None:
     np.save(data, clips.astype(np.float32))
     with pytest.raises(DataError, match="uint8"):
         main(["--preset", "micro", "--output", str(tmp_path / "bad"), "--data", str(data)])
-
-
-def test_frame_metrics_are_perfect_for_identical_clips_and_drop_with_noise() -> None:
-    generator = torch.Generator().manual_seed(0)
-    clip = torch.rand(2, 3, 5, 16, 16, generator=generator) * 2 - 1
-    psnr, ssim = frame_psnr_ssim(clip, clip)
-    assert psnr.shape == ssim.shape == (2, 5)
-    assert (psnr > 90).all() and torch.allclose(ssim, torch.ones(2, 5))
-    noisy = clip + 0.1 * torch.randn(clip.shape, generator=generator)
-    psnr_noisy, ssim_noisy = frame_psnr_ssim(noisy, clip)
-    # noise of std 0.1 on [-1, 1] is 0.05 on [0, 1]: PSNR about 26 dB (clamping helps a bit)
-    assert 25.0 < psnr_noisy.mean().item() < 28.0
-    assert (ssim_noisy < 0.99).all()

@@ -12,12 +12,14 @@ from shared.errors import run_cli
 from shared.evaluation import Evaluator
 from shared.latent_cache import ClipCache, default_cache_root
 from shared.latent_experiment import tokenizer_fingerprint
+from shared.runtime import seed_everything
 from shared.training import train
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_train_args(argv, variant=VARIANT, description=__doc__ or "")
     config = baseline_config(args.preset)
+    seed_everything(args.seed)  # before any module is built: the weights' init depends on it
     study = config.study
     tokenizer = load_study_tokenizer(study, args.tokenizer)
     train_set, eval_set, train_clips = build_datasets(

@@ -8,15 +8,18 @@ Design choices:
 - Every shape is a convex polyhedron (cylinders and cones get `facets` sides), so back-face
   culling alone resolves each object's own occlusion and every visible face is a convex
   polygon. Faces are filled with vectorised numpy: the signed distance of each pixel centre to
-  every edge, minimised over edges, gives an anti-aliased coverage clip(0.5 + d, 0, 1). Only a
-  window around each object is evaluated, for all frames at once. Objects are composited far
-  to near, per frame (painter's order). Faces are shaded flat: ambient + Lambert.
+  every edge, minimised over edges, gives an anti-aliased coverage clip(0.5 + d, 0, 1). Each
+  face is evaluated only on a small window around it, for all objects and frames in one
+  batch, then summed into per-object windows. Objects are composited far to near, per frame
+  (painter's order). Faces are shaded flat: ambient + Lambert.
 - Label: all objects of a clip follow the same trajectory class (with their own speed, size,
   direction and phase), and the clip's label is that class's index in TRAJECTORY_CLASSES.
   One class per clip keeps the label unambiguous whatever the number of objects.
 - Paths are given in normalised clip time s in [0, 1], so an object travels about `travel` of
-  the view width over a clip whatever its length. Bounces are elastic (periodic parabolas).
-  Paths are drawn again (up to a bound) until the object stays in view.
+  the view width over a clip whatever its length (about 1-2 px per frame for the 17-frame,
+  32 px `tiny` preset). Bounces are elastic (periodic parabolas). Each object draws
+  PATH_CANDIDATES paths at once, each slid sideways into the view, and keeps the first one
+  that stays in view at every frame.
 - A clip is a pure function of (seed, split, index): numpy's Generator seeded with the
   SeedSequence (seed, split id, index). Train and eval use different split ids, hence
   independent streams. No global random state is touched.
@@ -48,6 +51,8 @@ DEPTH_RANGE = (4.0, 9.0)  # where paths are anchored, in front of the camera
 HAZE_DISTANCE = 14.0  # ground colour fades to the horizon haze over about this distance
 AMBIENT = 0.35  # shading = AMBIENT + (1 - AMBIENT) * max(0, n . light)
 SHADOW_STRENGTH = 0.45
+VIEW_FILL = 0.9  # paths keep within this fraction of the view's half-width
+OBJECT_HALF_WIDTH = 0.5  # world units, about half an object
 PATH_CANDIDATES = 12  # paths drawn per object; the first that stays in view is kept
 
 
@@ -295,34 +300,47 @@ def _paths(
         return rng.uniform(low, high, (count, 1))
 
     depth = draw(near, far)
-    anchor = np.stack([draw(-0.6, 0.6) * depth * tan, np.zeros_like(depth), depth], -1)
+    anchor = np.stack([np.zeros_like(depth), np.zeros_like(depth), depth], -1)  # (count, 1, 3)
+    sideways = draw(0, 1)  # where the path goes within the room it has, see below
     length = travel * (near + far) * tan  # `travel` view widths, at the middle depth
     heading = draw(0, 2 * np.pi)
     direction = np.stack([np.cos(heading), np.zeros_like(heading), np.sin(heading)], -1)
     across = np.stack([-np.sin(heading), np.zeros_like(heading), np.cos(heading)], -1)
     centred = (s_t - 0.5)[None, :, None]  # (1, T, 1)
     if kind == "linear":
-        return anchor + centred * (draw(0.7, 1.1) * length)[..., None] * direction
-    if kind == "circular":
+        path = anchor + centred * (draw(0.7, 1.1) * length)[..., None] * direction
+    elif kind == "circular":
         radius = length * draw(0.25, 0.4)
         sweep = draw(0.8, 1.2) * length / radius * np.where(draw(0, 1) < 0.5, -1.0, 1.0)
         angle = heading + sweep * s_t  # (count, T)
         ring = np.stack([np.cos(angle), np.zeros_like(angle), np.sin(angle)], -1)
-        return anchor + radius[..., None] * ring
-    if kind == "parabolic":
+        path = anchor + radius[..., None] * ring
+    elif kind == "parabolic":
         period = draw(0.3, 0.55)  # one hop, in clip time: about 2-3 bounces a clip
         peak = draw(0.7, 1.4)
         phase = (s_t / period + draw(0, 1)) % 1.0
-        ground = anchor + centred * (draw(0.4, 0.8) * length)[..., None] * direction
-        ground[..., 1] = 4 * peak * phase * (1 - phase)  # elastic bounce: a repeated parabola
-        return ground
-    assert kind == "zigzag", kind
-    period = draw(0.3, 0.5)  # one full zig and zag
-    amplitude = length * draw(0.12, 0.2)
-    phase = s_t / period + draw(0, 1)
-    triangle = 4 * np.abs(phase - np.floor(phase + 0.5)) - 1  # in [-1, 1], slope +-4/period
-    along = centred * (draw(0.7, 1.0) * length)[..., None]
-    return anchor + along * direction + (amplitude * triangle)[..., None] * across
+        path = anchor + centred * (draw(0.4, 0.8) * length)[..., None] * direction
+        path[..., 1] = 4 * peak * phase * (1 - phase)  # elastic bounce: a repeated parabola
+    else:
+        assert kind == "zigzag", kind
+        period = draw(0.3, 0.5)  # one full zig and zag
+        amplitude = length * draw(0.12, 0.2)
+        phase = s_t / period + draw(0, 1)
+        triangle = 4 * np.abs(phase - np.floor(phase + 0.5)) - 1  # in [-1, 1], slope +-4/period
+        along = centred * (draw(0.7, 1.0) * length)[..., None]
+        path = anchor + along * direction + (amplitude * triangle)[..., None] * across
+    # Slide each path sideways to a random place where it fits the view at every frame.
+    # Without this, paths that cross the view would rarely fit, and the in-view check would
+    # keep mostly slow paths moving in depth.
+    camera_depth = path[..., 2] * math.cos(CAMERA_PITCH) - (
+        path[..., 1] - CAMERA_HEIGHT
+    ) * math.sin(CAMERA_PITCH)
+    room = VIEW_FILL * tan * camera_depth - OBJECT_HALF_WIDTH  # (count, T) half-width
+    low = (-room - path[..., 0]).max(axis=1)
+    high = (room - path[..., 0]).min(axis=1)
+    shift = np.where(high >= low, low + sideways[:, 0] * (high - low), (low + high) / 2)
+    path[..., 0] += shift[:, None]
+    return path
 
 
 def _in_view(
@@ -549,7 +567,7 @@ def _rng(config: TrajectoryConfig, split: str, index: int) -> np.random.Generato
 
 
 def render_clip(
-    config: TrajectoryConfig, *, split: str = "train", index: int = 0
+    config: TrajectoryConfig, split: str = "train", index: int = 0
 ) -> tuple[np.ndarray, int]:
     """Clip `index` of `split` -> (uint8 frames (T, H, W, 3), index into TRAJECTORY_CLASSES)."""
     rng = _rng(config, split, index)
@@ -621,7 +639,7 @@ def render_clip(
 class TrajectoryVideos(Dataset):
     """`size` clips of one split, rendered on demand; items match VideoFileDataset's."""
 
-    def __init__(self, config: TrajectoryConfig, *, split: str = "train", size: int = 1024):
+    def __init__(self, config: TrajectoryConfig, split: str = "train", size: int = 1024):
         if split not in SPLITS:
             raise ConfigError(f"split={split!r}: use one of {sorted(SPLITS)}")
         if size < 1:

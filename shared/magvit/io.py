@@ -130,7 +130,9 @@ def save_tokenizer(
     bookkeeping scalars (``num_updates`` = -1, as the official constant-decay EMA leaves it).
     Without it the file holds only the raw weights and loads from those.
     """
-    own = {k: v.detach().to("cpu", torch.float32).clone() for k, v in tokenizer.state_dict().items()}
+    own = {
+        k: v.detach().to("cpu", torch.float32).clone() for k, v in tokenizer.state_dict().items()
+    }
     state_dict: dict[str, Tensor] = dict(own)
     if ema_state is not None:
         missing = sorted(set(own) - set(ema_state))

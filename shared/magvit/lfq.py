@@ -35,19 +35,23 @@ def _moved(x: Tensor, dim: int) -> Tensor:
     return x.movedim(dim, -1) if dim not in (-1, x.dim() - 1) else x
 
 
+def _bits_to_indices(bits: Tensor) -> Tensor:
+    """0/1 bits (..., d) -> int64 indices (...), bit d weighted 2^d."""
+    code_dim = bits.shape[-1]
+    assert code_dim <= MAX_CODE_DIM, code_dim
+    # A float32 mat-vec is exact here (every partial sum is an integer below 2^24) and much
+    # faster than shifting and summing int64 bit planes.
+    weights = torch.pow(2.0, torch.arange(code_dim, device=bits.device, dtype=torch.float32))
+    return (bits.to(torch.float32) @ weights).to(torch.int64)
+
+
 def codes_to_indices(codes: Tensor, *, dim: int = 1) -> Tensor:
     """Indices (int64) of the codes or latents along ``dim``: sum_d [x_d > 0] 2^d, LSB = channel 0.
 
     Works on raw latents too (then it is the index of the nearest code). The output has the
     input's shape without ``dim``.
     """
-    bits = _moved(codes, dim) > 0  # (..., d) bool, 1 byte per entry
-    code_dim = bits.shape[-1]
-    assert code_dim <= MAX_CODE_DIM, code_dim
-    # A float32 mat-vec is exact here (all partial sums are integers below 2^24) and far
-    # faster than shifting and summing int64 bit planes.
-    weights = torch.pow(2.0, torch.arange(code_dim, device=bits.device, dtype=torch.float32))
-    return (bits.to(torch.float32) @ weights).to(torch.int64)
+    return _bits_to_indices(_moved(codes, dim) > 0)
 
 
 def indices_to_codes(
@@ -110,10 +114,15 @@ class LFQ(nn.Module):
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(codes, indices) of latents ``z`` (B, d, ...): the nearest +-1 code and its index."""
-        hard = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
-        # z - z.detach() is exactly 0, so the value is exactly +-1 and d codes / d z = 1.
-        codes = hard + (z - z.detach())
-        return codes, codes_to_indices(hard, dim=1)
+        # One pass for the bits, reused for both outputs: at a million vectors the cost is
+        # memory traffic, so no extra full-size temporaries.
+        bits = (z > 0).to(z.dtype)  # an exact 0 is not > 0, so it becomes bit 0, code -1
+        indices = _bits_to_indices(_moved(bits, 1))
+        hard = bits.mul_(2).sub_(1)
+        if not z.requires_grad:
+            return hard, indices
+        # z - z.detach() is exactly 0, so the value stays exactly +-1 and d codes / d z = 1.
+        return hard + (z - z.detach()), indices
 
     def entropy_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(per-sample entropy, codebook entropy) in nats for latents ``z`` (B, d, ...)."""
