@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,13 @@ from torch.utils.data import Dataset
 
 from shared.data import TrajectoryConfig, TrajectoryVideos, VideoFileDataset
 from shared.errors import CheckpointError, ConfigError
+from shared.evaluation import Evaluator
+from shared.latent_cache import ClipCache, default_cache_root
+from shared.latent_experiment import tokenizer_fingerprint
 from shared.magvit import MagvitTokenizer, load_tokenizer
 from shared.presets import STUDY_PRESETS, StudyConfig
-from shared.training import RunSpec
+from shared.runtime import seed_everything
+from shared.training import Experiment, RunSpec, train
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +34,7 @@ class TrainArgs:
     seed: int
     data: Path | None
     tokenizer: str | None
+    motion: str | None
     threads: int | None
     device: str | None
 
@@ -53,13 +60,16 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
     parser.add_argument("--data", type=Path, help=".npy/.npz of uint8 frames instead of the "
                         "trajectory videos")
     parser.add_argument("--tokenizer", help="tokenizer checkpoint: a path or hf://OWNER/REPO/FILE")
+    parser.add_argument("--motion", help="motion backbone checkpoint, for variants that use one: "
+                        "a path or hf://OWNER/REPO/FILE")
     parser.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA if visible)")
     ns = parser.parse_args(argv)
     if ns.seed < 0:
         raise ConfigError(f"--seed must be non-negative, got {ns.seed}")
     return TrainArgs(preset=ns.preset, output=ns.output, resume=ns.resume, seed=ns.seed,
-                     data=ns.data, tokenizer=ns.tokenizer, threads=ns.threads, device=ns.device)
+                     data=ns.data, tokenizer=ns.tokenizer, motion=ns.motion,
+                     threads=ns.threads, device=ns.device)
 
 
 def build_datasets(
@@ -88,11 +98,58 @@ def load_study_tokenizer(study: StudyConfig, source: str | None) -> MagvitTokeni
 
 
 def data_key(study: StudyConfig, data_file: Path | None) -> dict[str, Any]:
-    """What identifies the training clips, for cache keys."""
+    """What identifies the training clips, for cache keys: the generator config or the file's
+    content hash (not its path or time stamp, so copies share entries and edits never do)."""
     if data_file is None:
-        from dataclasses import asdict
-
         return {"source": "trajectories", "config": asdict(study.data)}
-    stat = data_file.stat()
-    return {"source": str(data_file.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-            "frames": study.data.frames, "context_frames": study.data.context_frames}
+    digest = hashlib.sha256()
+    with open(data_file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"source": "file", "sha256": digest.hexdigest(), "frames": study.data.frames,
+            "context_frames": study.data.context_frames}
+
+
+def run_variant(
+    args: TrainArgs,
+    *,
+    variant: str,
+    study: StudyConfig,
+    build: Callable[..., Experiment],
+    variant_config: dict[str, Any],
+    cache_key: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Everything a train entry point does around its own model.
+
+    ``cache_key`` None means nothing frozen is worth caching (a trainable tokenizer); else it
+    holds what, beside the tokenizer and the data, decides the cached values (e.g. a frozen
+    motion backbone's weights).
+    """
+    seed_everything(args.seed)  # before any module is built: the weights' init depends on it
+    tokenizer = load_study_tokenizer(study, args.tokenizer)
+    train_set, eval_set, train_clips = build_datasets(
+        study.data, train_clips=study.train.train_clips, eval_clips=study.train.eval_clips,
+        data_file=args.data,
+    )
+    cache = None
+    if cache_key is not None:
+        cache = ClipCache(default_cache_root(), kind="latents", key={
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "data": data_key(study, args.data),
+            **cache_key,
+        })
+    experiment = build(tokenizer=tokenizer, train_set=train_set, train_clips=train_clips,
+                       cache=cache)
+    evaluator = Evaluator(eval_set, context_frames=study.data.context_frames,
+                          batch_size=study.train.eval_batch_size,
+                          strip_clips=study.train.strip_clips)
+    return train(
+        experiment,
+        # A --data file may hold fewer clips than the preset trains on.
+        config=replace(study.train, train_clips=train_clips),
+        run=args.run_spec(variant),
+        evaluator=evaluator,
+        run_config={"variant": variant, **variant_config,
+                    "tokenizer_source": args.tokenizer or study.tokenizer,
+                    "data_file": str(args.data) if args.data else None},
+    )
