@@ -56,7 +56,8 @@ class SharedJob:
 
     Runs `python -m <module> --preset P --output DIR <args>` in the main checkout; its
     artifact DIR/<artifact> is cached by a hash of the command, the preset and the git tree
-    of `depends_on`, and passed to every variant's train as `<pass_as> PATH`.
+    of `depends_on`, and passed to the train of each variant in `variants` (every variant
+    when empty) as `<pass_as> PATH`. A job no selected variant needs does not run.
     """
 
     name: str
@@ -66,6 +67,10 @@ class SharedJob:
     presets: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
+
+    def serves(self, variant: str) -> bool:
+        return not self.variants or variant in self.variants
 
 
 @dataclass(frozen=True)
@@ -296,6 +301,9 @@ def _check(cfg: Config, v: _Validator) -> None:
         for k, preset in enumerate(job.presets):
             if preset not in cfg.presets:
                 raise v.fail(("shared_jobs", i, "presets", k), f"unknown preset {preset!r}")
+        for k, name in enumerate(job.variants):
+            if name not in names:
+                raise v.fail(("shared_jobs", i, "variants", k), f"unknown variant {name!r}")
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

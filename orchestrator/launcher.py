@@ -213,10 +213,13 @@ class Driver:
             self._view()
             time.sleep(POLL_S)
 
-    def shared(self, preset: str) -> list[str]:
-        """Run (or reuse) the shared jobs for this preset; their train arguments."""
-        args: list[str] = []
-        plans = shared_jobs.plan(self.cfg, self.home, preset)
+    def shared(self, preset: str) -> dict[str, list[str]]:
+        """Run (or reuse) the shared jobs this preset's variants need; per variant, the train
+        arguments that hand it their artifacts."""
+        wanted = {j.variant for j in self.run.jobs}
+        args: dict[str, list[str]] = {name: [] for name in wanted}
+        plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset)
+                 if any(p.job.serves(name) for name in wanted)]
         gpus = self._gpus()
         for p in plans:
             if not p.cached:
@@ -238,7 +241,9 @@ class Driver:
                         f"log: {spec.log_path}"
                     )
             self.run.artifacts[p.job.name] = str(p.artifact)
-            args += p.train_args
+            for name in wanted:
+                if p.job.serves(name):
+                    args[name] += p.train_args
         self.save()
         return args
 
@@ -283,7 +288,9 @@ class Driver:
 
         self._wait(done)
 
-    def train(self, jobs: list[JobState], extra_args: list[str], resume: bool) -> None:
+    def train(
+        self, jobs: list[JobState], extra_args: dict[str, list[str]], resume: bool
+    ) -> None:
         """Queue the jobs on the device slots and run them until every one has ended."""
         sched: Scheduler[str] = Scheduler(self._gpus(), self._cores())
         for j in jobs:
@@ -316,7 +323,7 @@ class Driver:
         while not sched.idle:
             for key, a in sched.ready():
                 self._start(by_name[key], a.device, list(a.gpus), a.cuda_visible_devices,
-                            a.threads, extra_args, resume)
+                            a.threads, extra_args.get(by_name[key].variant, []), resume)
             for key, (h, _) in list(self.handles.items()):
                 code = h.poll()
                 if code is not None:

@@ -99,6 +99,16 @@ class Experiment(abc.ABC):
     def prepare(self, log: EventLog) -> None:  # noqa: B027 - optional hook
         """One-off work before training, e.g. filling a latent cache."""
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups; override to give parts of ``trainable`` their own learning rate
+        (a ``lr_scale`` key multiplies the configured rate)."""
+        return [{"params": [p for p in self.trainable.parameters() if p.requires_grad]}]
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra held-out measurements recorded with each epoch (e.g. a trainable
+        tokenizer's own reconstruction quality)."""
+        return {}
+
     @abc.abstractmethod
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
         """Batches of the training clips in ``order`` (a permutation of clip indices)."""
@@ -232,8 +242,11 @@ def _train(
     for module in experiment.frozen_modules():
         module.eval()
         module.requires_grad_(False)
-    parameters = [p for p in experiment.trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay,
+    groups = experiment.param_groups()
+    for group in groups:
+        group["lr"] = config.lr * group.pop("lr_scale", 1.0)
+    parameters = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.95))
     scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_grad_scaler)
     steps_per_epoch = math.ceil(config.train_clips / config.batch_size)
@@ -268,10 +281,10 @@ def _train(
         epoch_start = time.perf_counter()
         experiment.trainable.train()
         order = epoch_order(run.seed, epoch, config.train_clips)
-        progress, epoch_losses = _Progress(), []
+        progress, epoch_losses, epoch_logs = _Progress(), [], []
         for batch in experiment.train_batches(order, config.batch_size):
             with precision.autocast():
-                loss, _ = experiment.loss(batch)
+                loss, logs = experiment.loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}: "
                                          "lower the learning rate or check the data")
@@ -286,6 +299,7 @@ def _train(
             step += 1
             progress.losses.append(loss.item())
             epoch_losses.append(loss.item())
+            epoch_logs.append(logs)
             progress.samples += _batch_size(batch)
             if step % config.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - progress.started
@@ -304,11 +318,14 @@ def _train(
         train_seconds += time.perf_counter() - epoch_start
 
         metrics = evaluator.evaluate_model(experiment)
-        log.emit("eval", epoch=epoch, metrics=metrics)
+        extra = experiment.epoch_metrics()
+        log.emit("eval", epoch=epoch, metrics=metrics, **({"extra": extra} if extra else {}))
         history.append({
             "epoch": epoch,
             "train_loss": sum(epoch_losses) / max(1, len(epoch_losses)),
+            "train_logs": _mean_logs(epoch_logs),
             "eval": metrics,
+            "extra": extra,
             "seconds": time.perf_counter() - epoch_start,
         })
         print(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, eval PSNR "
@@ -350,6 +367,12 @@ def _train(
     write_json_atomic(run.output_dir / "results.json", results)
     log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
     return results
+
+
+def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
+    keys = {key for entry in logs for key in entry}
+    return {key: sum(e[key] for e in logs if key in e) / sum(key in e for e in logs)
+            for key in sorted(keys)}
 
 
 def _batch_size(batch: dict[str, Any]) -> int:

@@ -100,3 +100,14 @@ def test_cli_reports_config_error_in_one_line_with_exit_2(git_repo: Path) -> Non
     assert "Traceback" not in result.output
     with pytest.raises(ConfigError):
         load_config(git_repo)
+
+
+def test_shared_job_serves_only_the_variants_it_names(tmp_path: Path) -> None:
+    (tmp_path / "branches/baseline").mkdir(parents=True)
+    text = PROJECT_CONFIG.read_text().replace(
+        "    pass_as: --tokenizer\n", "    pass_as: --tokenizer\n    variants: [baseline]\n", 1
+    )
+    job = parse_config(text, root=tmp_path).shared_jobs[0]
+    assert job.serves("baseline") and not job.serves("joint-i3d")
+    message = bad(text.replace("variants: [baseline]", "variants: [nope]"), tmp_path)
+    assert "shared_jobs[0].variants[0]" in message and "unknown variant 'nope'" in message
