@@ -35,6 +35,8 @@ def test_codes_and_indices_are_exact_inverses() -> None:
     codes = indices_to_codes(indices, 18)
     assert codes.shape == (2, 18, 3, 4, 5)
     assert torch.equal(codes_to_indices(codes), indices)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a mixed-precision caller
+        assert torch.equal(codes_to_indices(codes), indices)
 
 
 def test_exact_zero_quantizes_to_minus_one() -> None:

@@ -35,7 +35,12 @@ def check_frame_counts(frames: int, context_frames: int, *, owner: str) -> None:
 def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) or (N, T, H, W, 3) -> float32 in [-1, 1], channels first:
     (3, T, H, W) or (N, 3, T, H, W)."""
-    frames_u8 = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
+    if not torch.is_tensor(frames):
+        array = np.asarray(frames)
+        # A memory-mapped file is read-only; the float copy below is made anyway, so copy the
+        # (small) uint8 clip first instead of handing torch a read-only buffer.
+        frames = torch.from_numpy(array if array.flags.writeable else array.copy())
+    frames_u8 = frames
     if frames_u8.dtype != torch.uint8 or frames_u8.ndim not in (4, 5) or frames_u8.shape[-1] != 3:
         raise DataError(
             f"to_model_range got {frames_u8.dtype} frames shaped {tuple(frames_u8.shape)}: "

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Indices are int64 and codes go through float32 sums below: keep every index exact.
+# Indices are accumulated in int32 below; 24 bits is far beyond any useful codebook anyway.
 MAX_CODE_DIM = 24
 
 
@@ -36,13 +36,18 @@ def _moved(x: Tensor, dim: int) -> Tensor:
 
 
 def _bits_to_indices(bits: Tensor) -> Tensor:
-    """0/1 bits (..., d) -> int64 indices (...), bit d weighted 2^d."""
+    """Boolean bits (..., d) -> int64 indices (...), bit d weighted 2^d.
+
+    Integer arithmetic, one bit plane at a time: exact under autocast or TF32 / bf16 matmul
+    settings (a float mat-vec would round large indices there), and the only full-size
+    temporary is one int32 plane, so memory stays O(N) beyond the input.
+    """
     code_dim = bits.shape[-1]
     assert code_dim <= MAX_CODE_DIM, code_dim
-    # A float32 mat-vec is exact here (every partial sum is an integer below 2^24) and much
-    # faster than shifting and summing int64 bit planes.
-    weights = torch.pow(2.0, torch.arange(code_dim, device=bits.device, dtype=torch.float32))
-    return (bits.to(torch.float32) @ weights).to(torch.int64)
+    indices = torch.zeros(bits.shape[:-1], dtype=torch.int32, device=bits.device)
+    for d in range(code_dim):
+        indices.bitwise_or_(bits[..., d].to(torch.int32).bitwise_left_shift_(d))
+    return indices.to(torch.int64)
 
 
 def codes_to_indices(codes: Tensor, *, dim: int = 1) -> Tensor:
@@ -116,9 +121,9 @@ class LFQ(nn.Module):
         """(codes, indices) of latents ``z`` (B, d, ...): the nearest +-1 code and its index."""
         # One pass for the bits, reused for both outputs: at a million vectors the cost is
         # memory traffic, so no extra full-size temporaries.
-        bits = (z > 0).to(z.dtype)  # an exact 0 is not > 0, so it becomes bit 0, code -1
-        indices = _bits_to_indices(_moved(bits, 1))
-        hard = bits.mul_(2).sub_(1)
+        positive = z > 0  # an exact 0 is not > 0, so it becomes bit 0, code -1
+        indices = _bits_to_indices(_moved(positive, 1))
+        hard = positive.to(z.dtype).mul_(2).sub_(1)
         if not z.requires_grad:
             return hard, indices
         # z - z.detach() is exactly 0, so the value stays exactly +-1 and d codes / d z = 1.

@@ -106,11 +106,18 @@ def micro() -> I3DConfig:
     return I3DConfig(num_classes=8, width=0.125, num_frames=MIN_FRAMES, image_size=32)
 
 
+def tiny() -> I3DConfig:
+    """The ``tiny`` study (9 context frames at 32 px), pretrained on the 4 trajectory classes by
+    ``shared.motion.pretrain``: 1/4 width (256-d features), clips kept at 9 frames and 32 px."""
+    return I3DConfig(num_classes=4, width=0.25, num_frames=MIN_FRAMES, image_size=32)
+
+
 PRESETS: dict[str, Callable[[], I3DConfig]] = {
     "imagenet": imagenet,
     "charades": charades,
     "fvd": fvd,
     "micro": micro,
+    "tiny": tiny,
 }
 
 

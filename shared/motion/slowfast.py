@@ -143,9 +143,19 @@ def _micro() -> SlowFastConfig:
     )
 
 
+def _tiny() -> SlowFastConfig:
+    """The ``tiny`` study (9 context frames at 32 px), pretrained on the 4 trajectory classes by
+    ``shared.motion.pretrain``: half the official width (same beta), one block per stage, 8
+    fast / 2 slow frames. Features: 1024 slow + 128 fast = 1152."""
+    return SlowFastConfig(
+        depths=(1, 1, 1, 1), stem_width=32, beta_inv=8, num_classes=4, fast_frames=8
+    )
+
+
 SLOWFAST_PRESETS: dict[str, Callable[[], SlowFastConfig]] = {
     "kinetics400": _kinetics400,
     "micro": _micro,
+    "tiny": _tiny,
 }
 
 
