@@ -220,26 +220,30 @@ class Driver:
         args: dict[str, list[str]] = {name: [] for name in wanted}
         plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset)
                  if any(p.job.serves(name) for name in wanted)]
-        gpus = self._gpus()
+        # Independent jobs: all that are not cached run at once, sharing the cores.
+        todo = [p for p in plans if not p.cached]
+        cuda = "0" if self._gpus() else ""
+        threads = thread_share(len(todo), self._cores())
+        specs = {}
+        for p in todo:
+            spec = shared_jobs.spec(self.cfg, p, cuda, threads)
+            self.handles[spec.name] = (self.executor.submit(spec), p)
+            specs[spec.name] = (spec, p)
+        codes: dict[str, int] = {}
+        self._wait(codes.__setitem__)
+        failures = []
+        for name, (spec, p) in specs.items():
+            code = codes[name]
+            if code != 0 or not shared_jobs.finish(p):
+                tail = log_tail(spec.log_path)
+                reason = exit_reason(code, p.work_dir / "events.jsonl", tail)
+                if code == 0:
+                    reason = f"it wrote no {p.job.artifact}"
+                failures.append(f"shared job {p.job.name} ({preset}) failed: {reason}; "
+                                f"log: {spec.log_path}")
+        if failures:
+            raise JobFailed("; ".join(failures))
         for p in plans:
-            if not p.cached:
-                spec = shared_jobs.spec(
-                    self.cfg, p, "0" if gpus else "", self._cores()
-                )
-                h = self.executor.submit(spec)
-                self.handles[spec.name] = (h, p)
-                codes: dict[str, int] = {}
-                self._wait(codes.__setitem__)
-                code = codes[spec.name]
-                if code != 0 or not shared_jobs.finish(p):
-                    tail = log_tail(spec.log_path)
-                    reason = exit_reason(code, p.work_dir / "events.jsonl", tail)
-                    if code == 0:
-                        reason = f"it wrote no {p.job.artifact}"
-                    raise JobFailed(
-                        f"shared job {p.job.name} ({preset}) failed: {reason}; "
-                        f"log: {spec.log_path}"
-                    )
             self.run.artifacts[p.job.name] = str(p.artifact)
             for name in wanted:
                 if p.job.serves(name):

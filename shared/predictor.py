@@ -55,6 +55,9 @@ class PredictorConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     condition_dim: int = 0  # D_cond of the conditioning tokens; 0 = no conditioning
+    # One token per patch x patch latent positions: a fine latent grid (e.g. 16x16 from a 2x
+    # spatial tokenizer) then costs no more attention than a coarse one.
+    patch: int = 1
     loss: str = "bits"  # "bits": BCE over the LFQ bits; "mse": MSE of tanh(logits) vs codes
 
     def __post_init__(self) -> None:
@@ -74,6 +77,8 @@ class PredictorConfig:
             raise ConfigError(f"predictor mlp_ratio={self.mlp_ratio} must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"predictor dropout={self.dropout} must be in [0, 1)")
+        if self.patch < 1:
+            raise ConfigError(f"predictor patch={self.patch} must be at least 1")
         if self.condition_dim < 0:
             raise ConfigError(
                 f"predictor condition_dim={self.condition_dim} must be >= 0 (0 = no condition)"
@@ -185,7 +190,8 @@ class LatentPredictor(nn.Module):
     def __init__(self, config: PredictorConfig) -> None:
         super().__init__()
         self.config = config
-        self.code_in = nn.Linear(config.code_dim, config.width)
+        token_dim = config.code_dim * config.patch**2  # codes of one patch, flattened
+        self.code_in = nn.Linear(token_dim, config.width)
         self.mask_token = nn.Parameter(torch.zeros(config.width))
         self.condition_in = (
             nn.Linear(config.condition_dim, config.width) if config.condition_dim else None
@@ -197,7 +203,7 @@ class LatentPredictor(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(config.width)
-        self.head = nn.Linear(config.width, config.code_dim)
+        self.head = nn.Linear(config.width, token_dim)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -241,14 +247,21 @@ class LatentPredictor(nn.Module):
                 f"future_grid={future_grid!r} must be (Tf', {h}, {w}): positive ints with the "
                 "context's spatial size"
             )
+        p = cfg.patch
+        if h % p or w % p:
+            raise ConfigError(
+                f"latent grid {h}x{w} is not divisible by the predictor's patch={p}: use a "
+                "patch size that divides the tokenizer's latent height and width"
+            )
+        hp, wp = h // p, w // p  # patch grid
         t_fut = future_grid[0]
-        n_fut = t_fut * h * w
+        n_fut = t_fut * hp * wp
         dtype, device = self.code_in.weight.dtype, self.code_in.weight.device
 
-        ctx_bnc = context_codes_bcthw.to(dtype).flatten(2).transpose(1, 2)  # t-major order
-        ctx_pos_nc = grid_positions((t_ctx, h, w), cfg.width, device=device)
+        ctx_bnc = _patchify(context_codes_bcthw.to(dtype), p)  # t-major order
+        ctx_pos_nc = grid_positions((t_ctx, hp, wp), cfg.width, device=device)
         ctx_bnc = self.code_in(ctx_bnc) + ctx_pos_nc.to(dtype)
-        fut_pos_nc = grid_positions((t_fut, h, w), cfg.width, t_offset=t_ctx, device=device)
+        fut_pos_nc = grid_positions((t_fut, hp, wp), cfg.width, t_offset=t_ctx, device=device)
         fut_bnc = (self.mask_token + fut_pos_nc.to(dtype)).expand(b, n_fut, cfg.width)
         tokens = [ctx_bnc, fut_bnc]
         if condition is not None:
@@ -258,7 +271,7 @@ class LatentPredictor(nn.Module):
         for block in self.blocks:
             x_bnc = block(x_bnc)
         logits_bnc = self.head(self.norm_out(x_bnc[:, -n_fut:]))
-        return logits_bnc.transpose(1, 2).reshape(b, cfg.code_dim, t_fut, h, w)
+        return _unpatchify(logits_bnc, (t_fut, hp, wp), p)
 
     def _condition_tokens(self, condition_bnd: torch.Tensor, batch: int) -> torch.Tensor:
         """(B, N_cond, condition_dim) features -> (B, N_cond, width) tokens."""
@@ -292,6 +305,21 @@ class LatentPredictor(nn.Module):
         """Future codes (B, 18, Tf', H', W') in {-1, +1}; a logit of exactly 0 gives -1 (as LFQ)."""
         logits = self(context_codes_bcthw, future_grid, condition)
         return codes_from_logits(logits)
+
+
+def _patchify(codes_bcthw: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, T*(H/p)*(W/p), C*p*p) tokens, t-major, channels fastest."""
+    b, c, t, h, w = codes_bcthw.shape
+    x = codes_bcthw.reshape(b, c, t, h // p, p, w // p, p)
+    return x.permute(0, 2, 3, 5, 4, 6, 1).reshape(b, t * (h // p) * (w // p), p * p * c)
+
+
+def _unpatchify(tokens_bnd: torch.Tensor, grid: tuple[int, int, int], p: int) -> torch.Tensor:
+    """Inverse of ``_patchify``: (B, T*Hp*Wp, p*p*C) -> (B, C, T, Hp*p, Wp*p)."""
+    t, hp, wp = grid
+    b = tokens_bnd.shape[0]
+    x = tokens_bnd.reshape(b, t, hp, wp, p, p, -1)
+    return x.permute(0, 6, 1, 2, 4, 3, 5).reshape(b, -1, t, hp * p, wp * p)
 
 
 # ---------------------------------------------------------------------------------------------

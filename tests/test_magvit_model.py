@@ -545,3 +545,19 @@ decoder.norm_out.bias 128
 decoder.conv_out.conv_1.weight 3,128,3,3,3
 decoder.conv_out.conv_1.bias 3
 """
+
+
+def test_a_level_may_halve_time_only_for_a_finer_latent_grid() -> None:
+    config = MagvitConfig(resolution=16, base_channels=8, channel_mult=(1, 2, 2),
+                          num_res_blocks=1, norm_groups=4, time_downsample=(True, True),
+                          space_downsample=(True, False))
+    assert config.spatial_factor == 2 and config.temporal_factor == 4
+    model = MagvitTokenizer(config).eval()
+    video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        codes, indices = model.encode(video)
+        assert codes.shape == (1, 18, 3, 8, 8) and indices.shape == (1, 3, 8, 8)
+        assert model.decode(codes).shape == video.shape
+    with pytest.raises(ConfigError, match="halve time, space or both"):
+        MagvitConfig(channel_mult=(1, 2), base_channels=8, norm_groups=4,
+                     time_downsample=(False,), space_downsample=(False,))

@@ -35,9 +35,15 @@ def test_project_config_declares_the_study(tmp_path: Path) -> None:
 
 
 def test_disabled_variant_may_lack_its_folder(tmp_path: Path) -> None:
-    (tmp_path / "branches/baseline").mkdir(parents=True)
-    cfg = parse_config(PROJECT_CONFIG.read_text(), root=tmp_path)
-    assert [v.name for v in cfg.enabled_variants()] == ["baseline"]
+    for folder in ("branches/baseline", "branches/slowfast_frozen"):
+        (tmp_path / folder).mkdir(parents=True)
+    text = PROJECT_CONFIG.read_text().replace(
+        "    train_module: branches.joint_i3d.train\n",
+        "    train_module: branches.joint_i3d.train\n    enabled: false\n",
+    )
+    cfg = parse_config(text, root=tmp_path)
+    assert [v.name for v in cfg.enabled_variants()] == ["baseline", "slowfast-frozen"]
+    assert "joint_i3d does not exist" in bad(text.replace("    enabled: false\n", ""), tmp_path)
 
 
 def bad(text: str, root: Path) -> str:
@@ -103,7 +109,12 @@ def test_cli_reports_config_error_in_one_line_with_exit_2(git_repo: Path) -> Non
 
 
 def test_shared_job_serves_only_the_variants_it_names(tmp_path: Path) -> None:
-    (tmp_path / "branches/baseline").mkdir(parents=True)
+    for folder in ("branches/baseline", "branches/joint_i3d", "branches/slowfast_frozen"):
+        (tmp_path / folder).mkdir(parents=True)
+    motion = {job.name: job for job in parse_config(PROJECT_CONFIG.read_text(),
+                                                    root=tmp_path).shared_jobs}
+    assert motion["i3d"].serves("joint-i3d") and not motion["i3d"].serves("baseline")
+    assert motion["slowfast"].variants == ["slowfast-frozen"] and motion["tokenizer"].serves("x")
     text = PROJECT_CONFIG.read_text().replace(
         "    pass_as: --tokenizer\n", "    pass_as: --tokenizer\n    variants: [baseline]\n", 1
     )

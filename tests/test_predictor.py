@@ -165,3 +165,23 @@ def test_condition_tokens_change_the_output_and_get_gradients():
         model(context, (1, 4, 4), condition=torch.randn(2, 2, 23))
     with pytest.raises(ConfigError, match="condition_dim=0"):
         micro_model()(context, (1, 4, 4), condition=condition)
+
+
+def test_patches_round_trip_and_keep_positions_together():
+    from shared.predictor import _patchify, _unpatchify
+
+    codes = torch.randn(2, 18, 3, 8, 8)
+    tokens = _patchify(codes, 2)
+    assert tokens.shape == (2, 3 * 4 * 4, 18 * 4)
+    assert torch.equal(_unpatchify(tokens, (3, 4, 4), 2), codes)
+    # Token 1 of frame 0 holds exactly the 2x2 latent positions (h 0..1, w 2..3).
+    assert torch.equal(tokens[0, 1].reshape(2, 2, 18).permute(2, 0, 1), codes[0, :, 0, 0:2, 2:4])
+
+
+def test_patched_predictor_predicts_the_full_grid_and_rejects_odd_grids():
+    from shared.errors import ConfigError
+
+    model = LatentPredictor(PredictorConfig(width=32, depth=1, heads=2, patch=2))
+    assert model(torch.randn(1, 18, 2, 8, 8), (2, 8, 8)).shape == (1, 18, 2, 8, 8)
+    with pytest.raises(ConfigError, match="patch=2"):
+        model(torch.randn(1, 18, 2, 7, 8), (2, 7, 8))

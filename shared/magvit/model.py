@@ -46,6 +46,10 @@ class MagvitConfig:
     # Per level except the last: does its downsample also halve time? None = official rule
     # (channel_mult[i] != 1). The decoder's level i + 1 upsampler doubles time iff level i halves.
     time_downsample: tuple[bool, ...] | None = None
+    # Per level except the last: does its downsample halve height and width? None = every
+    # level does (official). Small presets keep more latent positions by skipping one, since
+    # at 32 px a 4x4-pixel latent cell cannot hold a frame's detail in 18 bits.
+    space_downsample: tuple[bool, ...] | None = None
     # LFQ training terms (official values)
     entropy_temperature: float = 0.01
     sample_entropy_weight: float = 1.0
@@ -57,6 +61,8 @@ class MagvitConfig:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         if self.time_downsample is not None:
             self.time_downsample = tuple(bool(f) for f in self.time_downsample)
+        if self.space_downsample is not None:
+            self.space_downsample = tuple(bool(f) for f in self.space_downsample)
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ConfigError(f"channel_mult {self.channel_mult} must be positive integers")
         if self.base_channels < 1 or self.num_res_blocks < 1:
@@ -69,11 +75,16 @@ class MagvitConfig:
                 )
         if not 1 <= self.code_dim <= MAX_CODE_DIM:
             raise ConfigError(f"code_dim {self.code_dim} must be in 1..{MAX_CODE_DIM}")
-        if self.time_downsample is not None and len(self.time_downsample) != self.num_levels - 1:
-            raise ConfigError(
-                f"time_downsample needs one flag per level but the last "
-                f"({self.num_levels - 1}), got {len(self.time_downsample)}"
-            )
+        for name in ("time_downsample", "space_downsample"):
+            flags = getattr(self, name)
+            if flags is not None and len(flags) != self.num_levels - 1:
+                raise ConfigError(
+                    f"{name} needs one flag per level but the last "
+                    f"({self.num_levels - 1}), got {len(flags)}"
+                )
+        if not all(t or s for t, s in zip(self.level_time_downsample,
+                                          self.level_space_downsample, strict=True)):
+            raise ConfigError("every level but the last must halve time, space or both")
         if self.resolution % self.spatial_factor:
             raise ConfigError(
                 f"resolution {self.resolution} is not divisible by the spatial factor "
@@ -91,8 +102,14 @@ class MagvitConfig:
         return tuple(m != 1 for m in self.channel_mult[:-1])
 
     @property
+    def level_space_downsample(self) -> tuple[bool, ...]:
+        if self.space_downsample is not None:
+            return self.space_downsample
+        return (True,) * (self.num_levels - 1)
+
+    @property
     def spatial_factor(self) -> int:
-        return 2 ** (self.num_levels - 1)
+        return 2 ** sum(self.level_space_downsample)
 
     @property
     def temporal_factor(self) -> int:
@@ -235,9 +252,10 @@ class AdaptiveGroupNorm(nn.Module):
 class Upsampler(nn.Module):
     """Causal conv to C * bt*bh*bw channels, depth-to-space, then drop frame 1 if time doubled."""
 
-    def __init__(self, channels: int, *, upsample_time: bool) -> None:
+    def __init__(self, channels: int, *, upsample_time: bool, upsample_space: bool = True) -> None:
         super().__init__()
-        self.factors = (2 if upsample_time else 1, 2, 2)
+        space = 2 if upsample_space else 1
+        self.factors = (2 if upsample_time else 1, space, space)
         bt, bh, bw = self.factors
         self.conv1 = CausalConv3d(channels, channels * bt * bh * bw, 3)
 
@@ -288,7 +306,8 @@ class Encoder(nn.Module):
                 ch = width
             downsample = None
             if level < config.num_levels - 1:
-                stride = (2 if config.level_time_downsample[level] else 1, 2, 2)
+                space = 2 if config.level_space_downsample[level] else 1
+                stride = (2 if config.level_time_downsample[level] else 1, space, space)
                 downsample = CausalConv3d(ch, ch, 3, stride=stride)
             self.down.append(DownLevel(blocks, downsample))
         self.mid_block = nn.ModuleList(
@@ -329,7 +348,8 @@ class Decoder(nn.Module):
                 ch = widths[level]
             upsample = None
             if level > 0:
-                upsample = Upsampler(ch, upsample_time=config.level_time_downsample[level - 1])
+                upsample = Upsampler(ch, upsample_time=config.level_time_downsample[level - 1],
+                                     upsample_space=config.level_space_downsample[level - 1])
             ups.append(UpLevel(blocks, upsample))
         self.up = nn.ModuleList(reversed(ups))
         self.adaptive = nn.ModuleList(reversed(adaptive))

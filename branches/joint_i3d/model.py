@@ -1,0 +1,300 @@
+"""Model glue: a trainable tokenizer, I3D motion tokens and the latent predictor, trained jointly.
+
+Design choices:
+
+- One loss, three parts. (1) The tokenizer's own objective on the whole clip: L1 (+ MSE) of
+  its reconstruction through the decoder plus the LFQ entropy and commitment terms; this is
+  what keeps encoder and decoder an autoencoder while they move. (2) The bits cross-entropy
+  of the predicted future codes against the codes of the whole clip, DETACHED: the targets
+  come from the current tokenizer but take no gradient, otherwise the cheapest way down
+  would be an encoder whose future codes are trivial to predict. The context codes keep
+  their straight-through gradient, so the prediction loss reaches the encoder through them.
+  (3) Optionally an L1 pixel loss on the decoded predicted future (straight-through signs of
+  tanh(logits)), off by default (see config.py).
+- Context latents are the context frames encoded on their own, target latents are the whole
+  clip's last latent frames, and decoding joins context and predicted codes: the helpers of
+  ``shared.latent_experiment`` (its docstring says why). The targets come from a no-grad
+  encoder pass (a third of the cost of one with a backward).
+- The reconstruction terms may use only the first ``recon_clips`` clips of a batch: the
+  decoder's forward and backward over whole 17-frame clips is ~70 % of a step on a CPU, and
+  the reconstruction loss only has to anchor a tokenizer that moves at a tenth of the rate.
+- Motion enters as conditioning tokens of the predictor (``condition_dim`` = I3D's
+  feature_dim): one token per Mixed_5c time step of the context, so the order of the motion
+  survives, and every context and future token attends to them in every layer without any
+  change to the shared predictor. An adaptive norm (FiLM) would need one vector per clip and
+  new predictor blocks. A LayerNorm over the features (the fusion) puts them on one scale:
+  pooled post-ReLU activations have an arbitrary scale per checkpoint, and it shifts when a
+  trainable I3D moves.
+- I3D sees only the context frames. Its floor is 9 frames; a shorter context (micro: 5) is
+  stretched by repeating whole frames, the input convention of ``shared.motion.inputs``.
+- The oracle is the CURRENT tokenizer's round trip (it moves during training); the drift of
+  the tokenizer is measured per epoch on held-out probe clips (``epoch_metrics``): its
+  reconstruction PSNR, the oracle PSNR, and the share of code bits that changed since the
+  start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from branches.joint_i3d.config import JointI3DConfig, JointLossConfig
+from shared.events import EventLog
+from shared.latent_experiment import (
+    LatentLayout,
+    decode_future,
+    encode_context,
+    encode_future_target,
+)
+from shared.magvit import MagvitTokenizer
+from shared.metrics import clip_metrics
+from shared.motion.i3d import MIN_FRAMES, I3DFeatures, InceptionI3d
+from shared.motion.inputs import select_frames
+from shared.predictor import LatentPredictor, codes_from_logits, latent_loss
+from shared.training import Experiment
+
+
+class JointModules(nn.Module):
+    """Everything that trains and is checkpointed: tokenizer, predictor, the fusion norm, and
+    the I3D backbone only when it is trainable (a frozen one stays outside, like the baseline's
+    frozen tokenizer)."""
+
+    def __init__(
+        self,
+        tokenizer: MagvitTokenizer,
+        predictor: LatentPredictor,
+        fusion: nn.LayerNorm,
+        motion: I3DFeatures | None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.predictor = predictor
+        self.fusion = fusion
+        self.motion = motion
+
+
+class JointI3DExperiment(Experiment):
+    """Tokenizer + I3D-conditioned predictor, trained end to end; nothing is cached."""
+
+    def __init__(
+        self,
+        *,
+        modules: JointModules,
+        motion: I3DFeatures,
+        train_set: Dataset[dict[str, Any]],
+        train_clips: int,
+        layout: LatentLayout,
+        loss: JointLossConfig,
+        tokenizer_lr_scale: float,
+        motion_lr_scale: float,
+        recon_clips: int | None = None,
+        probe_bcthw: torch.Tensor | None = None,
+    ) -> None:
+        self.trainable = modules
+        self.tokenizer = modules.tokenizer
+        self.predictor = modules.predictor
+        self.fusion = modules.fusion
+        self.motion = motion  # modules.motion when trainable, else held here only
+        self.train_set = train_set
+        self.train_clips = train_clips
+        self.layout = layout
+        self.loss_weights = loss
+        self.tokenizer_lr_scale = tokenizer_lr_scale
+        self.motion_lr_scale = motion_lr_scale
+        self.recon_clips = recon_clips
+        self.probe_bcthw = probe_bcthw
+        # The pretrained tokenizer's codes of the probe clips: drift is measured against them.
+        self.probe_codes_start = self._probe_codes() if probe_bcthw is not None else None
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.motion] if self.motion.frozen else []
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        # The predictor's group first: the loop logs the rate of group 0.
+        groups: list[dict[str, Any]] = [
+            {"params": [*self.predictor.parameters(), *self.fusion.parameters()]},
+            {"params": list(self.tokenizer.parameters()), "lr_scale": self.tokenizer_lr_scale},
+        ]
+        if not self.motion.frozen:
+            groups.append({"params": [p for p in self.motion.parameters() if p.requires_grad],
+                           "lr_scale": self.motion_lr_scale})
+        return groups
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.predictor.parameters()).device
+
+    def motion_tokens(self, context_bcthw: torch.Tensor) -> torch.Tensor:
+        """Context frames -> normalised I3D tokens (B, N_cond, feature_dim)."""
+        if context_bcthw.shape[2] < MIN_FRAMES:
+            context_bcthw = select_frames(context_bcthw, MIN_FRAMES)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.motion.frozen):
+            features = self.motion(context_bcthw)
+        tokens_bnd = features if features.dim() == 3 else features[:, None]
+        return self.fusion(tokens_bnd.float())
+
+    def prepare(self, log: EventLog) -> None:
+        # The probe figures of the pretrained tokenizer, so the per-epoch ones have a start.
+        start = self.epoch_metrics()
+        if start:
+            log.emit("probe", epoch=0, extra=start)
+            print(f"pretrained tokenizer on the probe clips: {start['tokenizer_psnr']:.2f} dB, "
+                  f"oracle {start['oracle_psnr']:.2f} dB", flush=True)
+
+    # -- training -----------------------------------------------------------------------
+
+    def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size].tolist()
+            videos = torch.stack([self.train_set[i]["video"] for i in chunk])
+            yield {"video": videos.to(self.device)}
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        video_bcthw = batch["video"]
+        weights, layout = self.loss_weights, self.layout
+        context_bcthw = video_bcthw[:, :, : layout.context_frames]
+
+        # (1) The tokenizer's own objective (on the first ``recon_clips`` clips of the batch:
+        # the order is shuffled every epoch, so it is an unbiased sample of the same loss).
+        recon_bcthw = video_bcthw[: self.recon_clips] if self.recon_clips else video_bcthw
+        out = self.tokenizer(recon_bcthw)
+        reconstruction = out.reconstruction.float()
+        recon_l1 = F.l1_loss(reconstruction, recon_bcthw)
+        total = (weights.recon_l1 * recon_l1 + weights.entropy * out.entropy_loss
+                 + weights.commitment * out.commitment_loss)
+        if weights.recon_mse:
+            total = total + weights.recon_mse * F.mse_loss(reconstruction, recon_bcthw)
+
+        # (2) Predict the future codes from the context alone; the targets, the current
+        # tokenizer's codes of the whole clip, take no gradient.
+        with torch.no_grad():
+            target_codes = encode_future_target(self.tokenizer, video_bcthw, layout)
+        context_codes = encode_context(self.tokenizer, context_bcthw)
+        condition = self.motion_tokens(context_bcthw)
+        logits = self.predictor(context_codes, tuple(target_codes.shape[2:]), condition).float()
+        latent = latent_loss(logits, target_codes, self.predictor.config.loss)
+        total = total + weights.latent * latent.loss
+
+        logs = {"latent": float(latent.loss.detach()),
+                "bit_accuracy": float(latent.bit_accuracy),
+                "recon_l1": float(recon_l1.detach()),
+                "recon_psnr": _psnr(reconstruction, recon_bcthw)}
+        # (3) Optional: the decoded predicted future against the true one.
+        if weights.future_pixel:
+            soft = torch.tanh(logits)
+            predicted_codes = codes_from_logits(logits) + (soft - soft.detach())
+            future = decode_future(self.tokenizer, context_codes, predicted_codes,
+                                   layout.future_frames)
+            future_l1 = F.l1_loss(future.float(), video_bcthw[:, :, layout.context_frames :])
+            total = total + weights.future_pixel * future_l1
+            logs["future_l1"] = float(future_l1.detach())
+        return total, logs
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+        was_training = self.trainable.training
+        self.trainable.eval()
+        context_codes = encode_context(self.tokenizer, context_bcthw)
+        grid = (future_frames // 4, *context_codes.shape[3:])
+        logits = self.predictor(context_codes, grid, self.motion_tokens(context_bcthw)).float()
+        self.trainable.train(was_training)
+        return decode_future(self.tokenizer, context_codes, codes_from_logits(logits),
+                             future_frames)
+
+    @torch.no_grad()
+    def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
+        """The current tokenizer's round trip of the true future (it changes as it trains)."""
+        was_training = self.trainable.training
+        self.trainable.eval()
+        video = torch.cat([context_bcthw, future_bcthw], dim=2)
+        layout = LatentLayout(video.shape[2], context_bcthw.shape[2])
+        context_codes = encode_context(self.tokenizer, context_bcthw)
+        future_codes = encode_future_target(self.tokenizer, video, layout)
+        self.trainable.train(was_training)
+        return decode_future(self.tokenizer, context_codes, future_codes, future_bcthw.shape[2])
+
+    @torch.no_grad()
+    def _probe_codes(self) -> torch.Tensor:
+        assert self.probe_bcthw is not None
+        was_training = self.tokenizer.training
+        self.tokenizer.eval()
+        probe = self.probe_bcthw.to(self.device)
+        codes = self.tokenizer.encode(probe)[0].cpu()
+        self.tokenizer.train(was_training)
+        return codes
+
+    @torch.no_grad()
+    def epoch_metrics(self) -> dict[str, float]:
+        """How the tokenizer moved, on held-out probe clips: reconstruction PSNR of the whole
+        clip, oracle PSNR of the future, and the share of code bits that changed."""
+        if self.probe_bcthw is None or self.probe_codes_start is None:
+            return {}
+        was_training = self.tokenizer.training
+        self.tokenizer.eval()
+        probe = self.probe_bcthw.to(self.device)
+        codes = self.tokenizer.encode(probe)[0]
+        reconstruction = self.tokenizer.decode(codes).clamp(-1, 1)
+        self.tokenizer.train(was_training)
+        c = self.layout.context_frames
+        oracle = self.oracle(probe[:, :, :c], probe[:, :, c:])
+        return {
+            "tokenizer_psnr": float(clip_metrics(reconstruction, probe)["psnr"].mean()),
+            "oracle_psnr": float(clip_metrics(oracle, probe[:, :, c:])["psnr"].mean()),
+            "code_bits_changed": float((codes.cpu() != self.probe_codes_start).float().mean()),
+        }
+
+
+def _psnr(reconstruction: torch.Tensor, video: torch.Tensor) -> float:
+    """Batch PSNR in dB on the [0, 1] scale, clipped: a cheap training log, not the metric."""
+    with torch.no_grad():
+        mse = ((reconstruction.clamp(-1, 1) - video) / 2).square().mean().clamp_min(1e-10)
+        return float(-10 * torch.log10(mse))
+
+
+def build_experiment(
+    config: JointI3DConfig,
+    *,
+    backbone: InceptionI3d,
+    tokenizer: MagvitTokenizer,
+    train_set: Dataset[dict[str, Any]],
+    train_clips: int,
+    cache: object | None = None,
+    probe_set: Dataset[dict[str, Any]] | None = None,
+) -> JointI3DExperiment:
+    """``cache`` must be None: the tokenizer trains, so nothing it computes can be cached."""
+    assert cache is None, "joint-i3d trains its tokenizer: run it with cache_key=None"
+    study = config.study
+    tokenizer.requires_grad_(True).train()
+    features = I3DFeatures(backbone, time_resolved=config.motion.time_resolved,
+                           frozen=not config.motion.trainable)
+    if config.motion.trainable:
+        features.requires_grad_(True)
+        # The classifier head is not on the feature path: it would take no gradient.
+        features.backbone.logits.requires_grad_(False)
+    predictor = LatentPredictor(replace(study.predictor, code_dim=tokenizer.config.code_dim,
+                                        condition_dim=features.feature_dim))
+    probe = None
+    if probe_set is not None:
+        count = min(config.probe_clips, len(probe_set))  # type: ignore[arg-type]
+        probe = torch.stack([probe_set[i]["video"] for i in range(count)])
+    return JointI3DExperiment(
+        modules=JointModules(tokenizer, predictor, nn.LayerNorm(features.feature_dim),
+                             None if features.frozen else features),
+        motion=features,
+        train_set=train_set,
+        train_clips=train_clips,
+        layout=LatentLayout(study.data.frames, study.data.context_frames),
+        loss=config.loss,
+        tokenizer_lr_scale=config.tokenizer_lr_scale,
+        motion_lr_scale=config.motion_lr_scale,
+        recon_clips=config.recon_clips,
+        probe_bcthw=probe,
+    )

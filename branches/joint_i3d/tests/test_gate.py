@@ -1,0 +1,219 @@
+"""The joint-i3d gate (micro preset, CPU, seconds): the four tests of the contract, plus the
+I3D backbone's frozen / trainable behaviour."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+from branches.joint_i3d.config import joint_i3d_config
+from branches.joint_i3d.model import build_experiment
+from branches.joint_i3d.train import load_motion
+from shared.data import TrajectoryVideos
+from shared.latent_experiment import LatentLayout, encode_future_target
+from shared.magvit import load_tokenizer
+from shared.motion.i3d import InceptionI3d, i3d_config
+from shared.testing import micro_clips, micro_tokenizer, write_micro_tokenizer
+
+
+def write_micro_i3d(path, seed: int = 0):
+    """A micro I3D in the public layout (bare state dict, no config beside it), with BN
+    statistics that are not the defaults, so a loader that skips buffers is caught."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = InceptionI3d(i3d_config("micro"))
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def make_experiment(tmp_path, *, motion_trainable: bool = False):
+    torch.manual_seed(0)
+    config = joint_i3d_config("micro")
+    config = replace(config, motion=replace(config.motion, trainable=motion_trainable))
+    study = config.study
+    write_micro_i3d(tmp_path / "motion.ckpt")
+    tokenizer = load_tokenizer(write_micro_tokenizer(tmp_path / "tokenizer.ckpt"))
+    train_set = TrajectoryVideos(study.data, split="train", size=study.train.train_clips)
+    probe_set = TrajectoryVideos(study.data, split="eval", size=4)
+    backbone = load_motion(config, str(tmp_path / "motion.ckpt"))
+    experiment = build_experiment(config, backbone=backbone, tokenizer=tokenizer,
+                                  train_set=train_set, train_clips=study.train.train_clips,
+                                  cache=None, probe_set=probe_set)
+    return config, experiment
+
+
+def optimizer_for(experiment, lr: float = 3e-3) -> torch.optim.Optimizer:
+    # What shared.training does with param_groups(): lr_scale multiplies the base rate.
+    groups = [dict(g) for g in experiment.param_groups()]
+    for group in groups:
+        group["lr"] = lr * group.pop("lr_scale", 1.0)
+    return torch.optim.Adam(groups, lr=lr)
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    return make_experiment(tmp_path)
+
+
+def test_tokenizer_and_i3d_load_official_layouts(tmp_path):
+    written = micro_tokenizer(seed=3)
+    path = write_micro_tokenizer(tmp_path / "tok.ckpt", seed=3)
+    payload = torch.load(path, weights_only=True)
+    assert any(k.startswith("model_ema.") for k in payload["state_dict"])  # official layout
+    loaded = load_tokenizer(path)
+    for name, tensor in written.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    clip = micro_clips(2)
+    with torch.no_grad():
+        reconstruction = loaded.decode(loaded.encode(clip)[0])
+    assert reconstruction.shape == clip.shape
+
+    # The I3D file is a bare state dict (piergiaj layout) with no config beside it: the
+    # preset's I3D config rebuilds it, and every weight and BN statistic loads.
+    i3d_written = write_micro_i3d(tmp_path / "motion.ckpt", seed=5)
+    assert all(isinstance(v, torch.Tensor) for v in torch.load(tmp_path / "motion.ckpt").values())
+    i3d = load_motion(joint_i3d_config("micro"), str(tmp_path / "motion.ckpt"))
+    for name, tensor in i3d_written.state_dict().items():
+        assert torch.equal(i3d.state_dict()[name], tensor), name
+    assert not i3d.training
+
+
+@pytest.mark.parametrize("motion_trainable", [False, True])
+def test_parameter_counts_match_config(tmp_path, motion_trainable):
+    config, experiment = make_experiment(tmp_path, motion_trainable=motion_trainable)
+    p = replace(config.study.predictor, condition_dim=i3d_config("micro").feature_dim)
+    width, depth, code_dim, cond = p.width, p.depth, p.code_dim, p.condition_dim
+    hidden = int(p.mlp_ratio * width)
+    per_block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width) \
+        + (width * hidden + hidden) + (hidden * width + width)
+    predictor = (code_dim * width + width) + width + depth * per_block + 2 * width \
+        + (width * code_dim + code_dim) + (cond * width + width) + width  # + condition in/token
+    fusion = 2 * cond  # LayerNorm over the I3D features
+    tokenizer = sum(t.numel() for t in micro_tokenizer().parameters())
+    i3d_model = InceptionI3d(i3d_config("micro"))
+    i3d = sum(t.numel() for t in i3d_model.parameters())
+    head = sum(t.numel() for t in i3d_model.logits.parameters())  # not on the feature path
+    expected = ({"trainable": tokenizer + predictor + fusion + i3d - head, "frozen": head}
+                if motion_trainable else
+                {"trainable": tokenizer + predictor + fusion, "frozen": i3d})
+    assert experiment.parameter_counts() == expected
+    on_feature_path = [p for n, p in experiment.motion.named_parameters()
+                       if not n.startswith("backbone.logits.")]
+    assert all(p.requires_grad == motion_trainable for p in on_feature_path)
+    assert not any(p.requires_grad for p in experiment.motion.backbone.logits.parameters())
+    # The optimizer groups cover exactly the trainable parameters, each once.
+    grouped = [id(p) for g in experiment.param_groups() for p in g["params"]]
+    assert sorted(grouped) == sorted(
+        id(p) for p in experiment.trainable.parameters() if p.requires_grad)
+    scales = {g.get("lr_scale", 1.0) for g in experiment.param_groups()}
+    assert config.tokenizer_lr_scale in scales
+
+
+def test_forward_shape_finite_and_no_leakage(setup):
+    config, experiment = setup
+    layout = LatentLayout(config.study.data.frames, config.study.data.context_frames)
+    clip = micro_clips(3)
+    context, future = clip[:, :, : layout.context_frames], clip[:, :, layout.context_frames :]
+    prediction = experiment.predict(context, layout.future_frames)
+    assert prediction.shape == future.shape
+    assert torch.isfinite(prediction).all()
+
+    altered = clip.clone()
+    altered[:, :, layout.context_frames :] = torch.rand_like(future) * 2 - 1
+    # The prediction comes from the context alone ...
+    assert torch.equal(experiment.predict(altered[:, :, : layout.context_frames],
+                                          layout.future_frames), prediction)
+    # ... and in the training loss, the predictor's inputs (context codes and motion tokens)
+    # do not move with the future while its targets do: capture them with a hook.
+    seen = []
+    hook = experiment.predictor.register_forward_hook(
+        lambda module, inputs, output: seen.append([x.detach() for x in (inputs[0], inputs[2])]))
+    with torch.no_grad():
+        experiment.loss({"video": clip})
+        experiment.loss({"video": altered})
+    hook.remove()
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], seen[1], strict=True))
+    # The targets are the whole clip's future codes, which do move with the future.
+    with torch.no_grad():
+        assert not torch.equal(encode_future_target(experiment.tokenizer, clip, layout),
+                               encode_future_target(experiment.tokenizer, altered, layout))
+
+
+def test_training_step_updates_only_trainable_and_loss_falls(setup):
+    config, experiment = setup
+    batch = next(experiment.train_batches(torch.arange(4), 4))
+    trainable = dict(experiment.trainable.named_parameters())
+    trainable_before = {n: p.detach().clone() for n, p in trainable.items()}
+    frozen_before = copy.deepcopy(experiment.motion.state_dict())
+    oracle_before = experiment.oracle(batch["video"][:, :, :5], batch["video"][:, :, 5:])
+    assert experiment.epoch_metrics()["code_bits_changed"] == 0
+    optimizer = optimizer_for(experiment)
+
+    experiment.trainable.train()  # what the loop does each epoch
+    losses, parts = [], []
+    for step in range(20):
+        optimizer.zero_grad()
+        loss, logs = experiment.loss(batch)
+        loss.backward()
+        if step == 0:
+            missing = [n for n, p in trainable.items() if p.grad is None or not p.grad.abs().sum()]
+            assert not missing, f"no gradient reached {missing}"
+            # End to end: the tokenizer's encoder and decoder both take gradients.
+            assert any(n.startswith("tokenizer.encoder.") for n in trainable)
+            assert any(n.startswith("tokenizer.decoder.") for n in trainable)
+            assert all(p.grad is None for p in experiment.motion.parameters())
+            assert {"latent", "bit_accuracy", "recon_l1", "recon_psnr"} <= set(logs)
+        optimizer.step()
+        losses.append(loss.item())
+        parts.append((logs["latent"], logs["recon_l1"]))
+
+    assert losses[-1] < 0.8 * losses[0], losses
+    # Both halves learn, not only the entropy term (which can go negative on its own): the
+    # prediction loss (on targets that move with the tokenizer) and the reconstruction.
+    assert parts[-1][0] < 0.95 * parts[0][0] and parts[-1][1] < 0.8 * parts[0][1], parts
+    assert all(not torch.equal(p, trainable_before[n]) for n, p in trainable.items())
+    for name, tensor in experiment.motion.state_dict().items():
+        assert torch.equal(tensor, frozen_before[name]), f"frozen {name} changed"
+    # The oracle row is the CURRENT tokenizer's round trip, and the drift is measured.
+    oracle_after = experiment.oracle(batch["video"][:, :, :5], batch["video"][:, :, 5:])
+    assert not torch.equal(oracle_before, oracle_after)
+    drift = experiment.epoch_metrics()
+    assert 0 < drift["code_bits_changed"] < 1 and 0 < drift["tokenizer_psnr"] < 100
+
+
+@pytest.mark.parametrize("motion_trainable", [False, True])
+def test_i3d_frozen_or_trainable_as_configured(tmp_path, motion_trainable):
+    _, experiment = make_experiment(tmp_path, motion_trainable=motion_trainable)
+    batch = next(experiment.train_batches(torch.arange(4), 4))
+    motion = experiment.motion
+    buffers_before = {n: b.clone() for n, b in motion.named_buffers()}
+    weights_before = {n: p.detach().clone() for n, p in motion.named_parameters()}
+    optimizer = optimizer_for(experiment)
+    experiment.trainable.train()
+    optimizer.zero_grad()
+    experiment.loss(batch)[0].backward()
+    optimizer.step()
+
+    bn_stats = [n for n in buffers_before if "running_" in n]
+    buffers_after = dict(motion.named_buffers())
+    changed = [n for n in bn_stats if not torch.equal(buffers_before[n], buffers_after[n])]
+    grads = [p.grad for p in motion.parameters()]
+    if motion_trainable:
+        assert motion.training and motion in experiment.trainable.modules()
+        feature_path = {n: p for n, p in motion.named_parameters()
+                        if not n.startswith("backbone.logits.")}
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in feature_path.values())
+        assert changed == bn_stats  # BatchNorm learns the statistics of the clips
+        assert all(not torch.equal(p, weights_before[n]) for n, p in feature_path.items())
+    else:
+        assert not motion.training and motion not in experiment.trainable.modules()
+        assert all(g is None for g in grads) and not changed
+        assert all(torch.equal(p, weights_before[n]) for n, p in motion.named_parameters())
