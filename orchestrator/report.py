@@ -765,7 +765,7 @@ border-left:4px solid #f0a030;padding:.5em 1em}.chart{margin:.5em 1em .5em 0}
 .chart .ct{text-anchor:middle;font-weight:600;font-size:13px}.chart .xt{text-anchor:middle}
 .chart .yt{text-anchor:end}.chart .yl{text-anchor:middle}pre{background:#f6f8fa;padding:1em;
 overflow:auto;font-size:12px}details{margin:.3em 0}.pass{color:#2a7a2a}.fail{color:#b00}
-img.strip{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
+img.strip{width:100%;max-width:960px;image-rendering:pixelated;border:1px solid #ddd}
 figure{margin:1em 0}figcaption{color:#555}
 """
 
@@ -859,8 +859,9 @@ def render_html(report: Report) -> str:
             uri = _data_uri(r.frames_path)
             if uri:
                 h.append(f'<figure><img class="strip" alt="frames of {_e(r.name)}" '
-                         f'src="{uri}"><figcaption>{_e(r.name)} (seed {r.seed})</figcaption>'
-                         "</figure>")
+                         f'src="{uri}"><figcaption>{_e(r.name)} (seed {r.seed}): per clip, context '
+                         "frames then the true future, and below them the same context then "
+                         "the predicted future</figcaption></figure>")
     h.append("<h2>Gates</h2>")
     seen: set[str] = set()
     for r in report.rows:

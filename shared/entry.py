@@ -19,7 +19,7 @@ from shared.data import TrajectoryConfig, TrajectoryVideos, VideoFileDataset
 from shared.errors import CheckpointError, ConfigError
 from shared.evaluation import Evaluator
 from shared.latent_cache import ClipCache, default_cache_root
-from shared.latent_experiment import tokenizer_fingerprint
+from shared.latent_experiment import weights_fingerprint
 from shared.magvit import MagvitTokenizer, load_tokenizer
 from shared.presets import STUDY_PRESETS, StudyConfig
 from shared.runtime import seed_everything
@@ -134,7 +134,7 @@ def run_variant(
     cache = None
     if cache_key is not None:
         cache = ClipCache(default_cache_root(), kind="latents", key={
-            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "tokenizer": weights_fingerprint(tokenizer),
             "data": data_key(study, args.data),
             **cache_key,
         })

@@ -47,9 +47,8 @@ class Evaluator:
         """(context, future) pairs, (B, 3, Tc, H, W) and (B, 3, Tf, H, W), in dataset order."""
         count = len(self.dataset)  # type: ignore[arg-type]
         for start in range(0, count, self.batch_size):
-            video = torch.stack(
-                [self.dataset[i]["video"] for i in range(start, min(count, start + self.batch_size))]
-            ).to(device)
+            stop = min(count, start + self.batch_size)
+            video = torch.stack([self.dataset[i]["video"] for i in range(start, stop)]).to(device)
             yield video[:, :, : self.context_frames], video[:, :, self.context_frames :]
 
     @torch.no_grad()

@@ -54,6 +54,7 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    text = json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n"
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
     return target

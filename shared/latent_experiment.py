@@ -94,10 +94,11 @@ def decode_future(
     return frames[:, :, -future_frames:].clamp(-1, 1)
 
 
-def tokenizer_fingerprint(tokenizer: MagvitTokenizer) -> str:
-    """Content hash of the tokenizer's weights: the cache key of everything it computes."""
+def weights_fingerprint(module: nn.Module) -> str:
+    """Content hash of a module's weights and buffers: the cache key of what a frozen
+    network computes."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(tokenizer.state_dict().items()):
+    for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -191,8 +192,9 @@ class FrozenTokenizerExperiment(Experiment):
             if self._cached is not None:
                 code_dim = self.tokenizer.config.code_dim
                 batch = {
-                    "context_codes": indices_to_codes(self._cached["context_index"][chunk], code_dim),
-                    "future_codes": indices_to_codes(self._cached["future_index"][chunk], code_dim),
+                    f"{part}_codes": indices_to_codes(indices[chunk], code_dim)
+                    for part, indices in (("context", self._cached["context_index"]),
+                                          ("future", self._cached["future_index"]))
                 }
                 if "condition" in self._cached:
                     batch["condition"] = self._cached["condition"][chunk]

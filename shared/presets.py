@@ -68,7 +68,11 @@ def _full() -> StudyConfig:
     )
 
 
-STUDY_PRESETS: dict[str, Callable[[], StudyConfig]] = {"micro": _micro, "tiny": _tiny, "full": _full}
+STUDY_PRESETS: dict[str, Callable[[], StudyConfig]] = {
+    "micro": _micro,
+    "tiny": _tiny,
+    "full": _full,
+}
 
 
 def study_preset(name: str) -> StudyConfig:

@@ -185,7 +185,8 @@ def _error_kind(error: BaseException) -> str:
         return "oom"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
-    for kind, cls in (("checkpoint", CheckpointError), ("data", DataError), ("config", ConfigError)):
+    kinds = (("checkpoint", CheckpointError), ("data", DataError), ("config", ConfigError))
+    for kind, cls in kinds:
         if isinstance(error, cls):
             return kind
     return "exception"
@@ -215,8 +216,10 @@ def train(
                       run_config=run_config, log=log)
     except BaseException as error:
         if not isinstance(error, SystemExit):
-            tail = "" if isinstance(error, (SharedError, KeyboardInterrupt)) else traceback.format_exc()
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            user_error = isinstance(error, (SharedError, KeyboardInterrupt))
+            tail = "" if user_error else traceback.format_exc()
+            text = str(error).strip()
+            message = text.splitlines()[0] if text else type(error).__name__
             log.emit("error", message=message, kind=_error_kind(error), traceback=tail[-4000:])
         raise
     finally:

@@ -1,0 +1,200 @@
+"""The slowfast-frozen gate (micro preset, CPU, seconds): the four tests of the contract, plus
+SlowFast staying frozen and its features reaching the prediction."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from branches.slowfast_frozen.config import slowfast_frozen_config
+from branches.slowfast_frozen.model import SlowFastCondition, build_experiment
+from branches.slowfast_frozen.train import load_condition
+from shared.data import TRAJECTORY_CLASSES, TrajectoryVideos
+from shared.errors import CheckpointError
+from shared.latent_experiment import LatentLayout
+from shared.magvit import load_tokenizer
+from shared.motion.pretrain import save_motion_checkpoint
+from shared.motion.slowfast import SlowFastR50, load_slowfast, slowfast_config
+from shared.testing import micro_clips, micro_tokenizer, write_micro_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The cores are shared with other jobs: a second OpenMP thread mostly waits.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return slowfast_frozen_config("micro")
+
+
+def micro_slowfast(seed: int = 0) -> SlowFastR50:
+    """A micro SlowFast with seeded random weights and BN statistics (so a BN update shows)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SlowFastR50(slowfast_config("micro", num_classes=len(TRAJECTORY_CLASSES)))
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name.endswith("running_mean"):
+                    buffer.normal_(0, 0.1)
+                elif name.endswith("running_var"):
+                    buffer.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture()
+def motion_path(tmp_path):
+    return save_motion_checkpoint(micro_slowfast(), tmp_path / "motion", preset="micro")
+
+
+@pytest.fixture()
+def experiment(config, tmp_path, motion_path):
+    torch.manual_seed(0)
+    study = config.study
+    tokenizer = load_tokenizer(write_micro_tokenizer(tmp_path / "tokenizer.ckpt"))
+    condition = load_condition(config, str(motion_path))
+    train_set = TrajectoryVideos(study.data, split="train", size=study.train.train_clips)
+    return build_experiment(config, condition=condition, tokenizer=tokenizer,
+                            train_set=train_set, train_clips=study.train.train_clips, cache=None)
+
+
+def test_tokenizer_and_slowfast_load_their_layouts(config, tmp_path, motion_path):
+    written = micro_tokenizer(seed=3)
+    path = write_micro_tokenizer(tmp_path / "tok.ckpt", seed=3)
+    payload = torch.load(path, weights_only=True)
+    assert any(k.startswith("model_ema.") for k in payload["state_dict"])  # official layout
+    loaded = load_tokenizer(path)
+    for name, tensor in written.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    clip = micro_clips(2)
+    with torch.no_grad():
+        codes, _ = loaded.encode(clip)
+        reconstruction = loaded.decode(codes)
+    t_lat, h_lat, w_lat = loaded.latent_grid(*clip.shape[2:])
+    assert codes.shape == (2, loaded.config.code_dim, t_lat, h_lat, w_lat)
+    assert reconstruction.shape == clip.shape
+
+    # The motion file is in pytorchvideo's layout: the public loader takes it strictly.
+    assert "model_state" in torch.load(motion_path, weights_only=True)
+    reference = micro_slowfast()
+    public = load_slowfast(motion_path, config=copy.deepcopy(reference.config))
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(public.state_dict()[name], tensor), name
+    # Without --motion the entry point names the command that makes one.
+    with pytest.raises(CheckpointError, match="shared.motion.pretrain --backbone slowfast"):
+        load_condition(config, None)
+
+
+def test_parameter_counts_match_config(config, experiment):
+    p = config.study.predictor
+    width, depth, code_dim = p.width, p.depth, p.code_dim
+    hidden = int(p.mlp_ratio * width)
+    feature_dim = slowfast_config("micro").feature_dim
+    per_block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width) \
+        + (width * hidden + hidden) + (hidden * width + width)
+    condition = (feature_dim * width + width) + width  # condition_in + condition_token
+    expected_trainable = (code_dim * width + width) + width + condition + depth * per_block \
+        + 2 * width + (width * code_dim + code_dim)
+    expected_frozen = sum(t.numel() for t in micro_tokenizer().parameters()) \
+        + sum(t.numel() for t in micro_slowfast().parameters())
+    assert experiment.parameter_counts() == {"trainable": expected_trainable,
+                                             "frozen": expected_frozen}
+    slowfast = experiment.condition.features
+    assert all(not t.requires_grad for t in experiment.tokenizer.parameters())
+    assert all(not t.requires_grad for t in slowfast.parameters())
+    assert all(t.requires_grad for t in experiment.predictor.parameters())
+
+
+def test_forward_shape_finite_and_no_leakage(config, experiment):
+    layout = LatentLayout(config.study.data.frames, config.study.data.context_frames)
+    clip = micro_clips(3)
+    context, future = clip[:, :, : layout.context_frames], clip[:, :, layout.context_frames :]
+    prediction = experiment.predict(context, layout.future_frames)
+    assert prediction.shape == future.shape
+    assert torch.isfinite(prediction).all()
+
+    # Changing the true future changes the training targets, but neither what the predictor
+    # is given (context latents, SlowFast features) nor the prediction from the context.
+    altered = clip.clone()
+    altered[:, :, layout.context_frames :] = torch.rand_like(future) * 2 - 1
+    original, changed = experiment.frozen_targets(clip), experiment.frozen_targets(altered)
+    assert original["condition"].shape == (3, 1, slowfast_config("micro").feature_dim)
+    assert torch.equal(original["context_codes"], changed["context_codes"])
+    assert torch.equal(original["condition"], changed["condition"])
+    assert not torch.equal(original["future_codes"], changed["future_codes"])
+    assert torch.equal(experiment.predict(altered[:, :, : layout.context_frames],
+                                          layout.future_frames), prediction)
+
+
+def test_training_step_updates_only_trainable_and_loss_falls(config, experiment):
+    batch = next(experiment.train_batches(torch.arange(8), 8))
+    trainable = dict(experiment.predictor.named_parameters())
+    frozen_modules = {"tokenizer": experiment.tokenizer, "slowfast": experiment.condition.module}
+    frozen_before = {k: copy.deepcopy(m.state_dict()) for k, m in frozen_modules.items()}
+    trainable_before = {n: t.detach().clone() for n, t in trainable.items()}
+    optimizer = torch.optim.Adam(experiment.trainable.parameters(), lr=3e-3)
+
+    losses = []
+    for step in range(25):
+        optimizer.zero_grad()
+        loss, _ = experiment.loss(batch)
+        loss.backward()
+        if step == 0:
+            missing = [n for n, t in trainable.items() if t.grad is None or not t.grad.abs().sum()]
+            assert not missing, f"no gradient reached {missing}"
+            for module in frozen_modules.values():
+                assert all(t.grad is None for t in module.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+
+    assert losses[-1] < 0.8 * losses[0], losses
+    for key, module in frozen_modules.items():
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(tensor, frozen_before[key][name]), f"frozen {key} {name} changed"
+    assert all(not torch.equal(t, trainable_before[n]) for n, t in trainable.items())
+
+
+def test_slowfast_stays_in_eval_mode_and_keeps_its_statistics(experiment):
+    slowfast = experiment.condition.features
+    buffers_before = {n: b.clone() for n, b in slowfast.named_buffers()}
+    # A parent calling .train() (as a training loop does) must not put BatchNorm in train mode.
+    slowfast.train()
+    experiment.trainable.train()
+    assert not slowfast.backbone.training
+    assert all(not m.training for m in slowfast.backbone.modules())
+    # A training step that computes the features on the fly (no cache) leaves every buffer.
+    batch = next(experiment.train_batches(torch.arange(4), 4))
+    loss, _ = experiment.loss(batch)
+    loss.backward()
+    for name, buffer in slowfast.named_buffers():
+        assert torch.equal(buffer, buffers_before[name]), f"SlowFast buffer {name} changed"
+    assert all(t.grad is None for t in slowfast.parameters())
+
+
+def test_features_reach_the_prediction(config, experiment):
+    layout = LatentLayout(config.study.data.frames, config.study.data.context_frames)
+    clip = micro_clips(4)
+    targets = experiment.frozen_targets(clip)
+    grid = tuple(targets["future_codes"].shape[2:])
+    experiment.predictor.eval()
+    with torch.no_grad():
+        logits = experiment.predictor(targets["context_codes"], grid, targets["condition"])
+        # Same context latents, the other clips' SlowFast features.
+        swapped = experiment.predictor(targets["context_codes"], grid,
+                                       targets["condition"].roll(1, dims=0))
+    assert not torch.allclose(logits, swapped)
+    # And end to end: another backbone (other weights) gives other features and logits.
+    other = SlowFastCondition(micro_slowfast(seed=1), time_resolved=False)
+    context = clip[:, :, : layout.context_frames]
+    with torch.no_grad():
+        other_condition = other(context)
+        assert not torch.allclose(other_condition, targets["condition"])
+        assert not torch.allclose(
+            experiment.predictor(targets["context_codes"], grid, other_condition), logits)
+    assert other.cache_key != experiment.condition.cache_key
