@@ -11,6 +11,7 @@ import torch
 
 from shared.data import TrajectoryVideos
 from shared.magvit import MagvitTokenizer, save_tokenizer, tokenizer_config
+from shared.predictor import PredictorConfig
 from shared.presets import StudyConfig, study_preset
 
 
@@ -40,3 +41,25 @@ def micro_clips(count: int, *, split: str = "eval") -> torch.Tensor:
     """(count, 3, T, H, W) trajectory clips of the micro preset in [-1, 1]."""
     videos = TrajectoryVideos(micro_study().data, split=split, size=count)
     return torch.stack([videos[i]["video"] for i in range(count)])
+
+
+def expected_predictor_parameters(config: PredictorConfig) -> int:
+    """The predictor's parameter count worked out from its config alone (not by building it),
+    so a gate can check that the model is the one the config describes."""
+    width, token = config.width, config.code_dim * config.patch**2
+    hidden = int(config.mlp_ratio * width)
+    per_block = (
+        2 * 2 * width  # two LayerNorms
+        + width * 3 * width + 3 * width  # qkv
+        + width * width + width  # attention output projection
+        + width * hidden + hidden + hidden * width + width  # MLP
+    )
+    condition = config.condition_dim * width + width + width if config.condition_dim else 0
+    return (
+        token * width + width  # code_in
+        + width  # mask token
+        + condition  # condition_in + condition token
+        + config.depth * per_block
+        + 2 * width  # norm_out
+        + width * token + token  # head
+    )

@@ -12,7 +12,12 @@ from branches.baseline.model import build_experiment
 from shared.data import TrajectoryVideos
 from shared.latent_experiment import LatentLayout
 from shared.magvit import load_tokenizer
-from shared.testing import micro_clips, micro_tokenizer, write_micro_tokenizer
+from shared.testing import (
+    expected_predictor_parameters,
+    micro_clips,
+    micro_tokenizer,
+    write_micro_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +54,7 @@ def test_tokenizer_loads_official_layout_and_reconstructs(config, tmp_path):
 
 
 def test_parameter_counts_match_config(config, experiment):
-    width, depth, code_dim = (config.study.predictor.width, config.study.predictor.depth,
-                              config.study.predictor.code_dim)
-    hidden = int(config.study.predictor.mlp_ratio * width)
-    per_block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width) \
-        + (width * hidden + hidden) + (hidden * width + width)
-    expected_trainable = (code_dim * width + width) + width + depth * per_block \
-        + 2 * width + (width * code_dim + code_dim)
+    expected_trainable = expected_predictor_parameters(config.study.predictor)
     expected_frozen = sum(p.numel() for p in micro_tokenizer().parameters())
     counts = experiment.parameter_counts()
     assert counts == {"trainable": expected_trainable, "frozen": expected_frozen}

@@ -16,7 +16,12 @@ from shared.data import TrajectoryVideos
 from shared.latent_experiment import LatentLayout, encode_future_target
 from shared.magvit import load_tokenizer
 from shared.motion.i3d import InceptionI3d, i3d_config
-from shared.testing import micro_clips, micro_tokenizer, write_micro_tokenizer
+from shared.testing import (
+    expected_predictor_parameters,
+    micro_clips,
+    micro_tokenizer,
+    write_micro_tokenizer,
+)
 
 
 def write_micro_i3d(path, seed: int = 0):
@@ -90,13 +95,8 @@ def test_tokenizer_and_i3d_load_official_layouts(tmp_path):
 def test_parameter_counts_match_config(tmp_path, motion_trainable):
     config, experiment = make_experiment(tmp_path, motion_trainable=motion_trainable)
     p = replace(config.study.predictor, condition_dim=i3d_config("micro").feature_dim)
-    width, depth, code_dim, cond = p.width, p.depth, p.code_dim, p.condition_dim
-    hidden = int(p.mlp_ratio * width)
-    per_block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width) \
-        + (width * hidden + hidden) + (hidden * width + width)
-    predictor = (code_dim * width + width) + width + depth * per_block + 2 * width \
-        + (width * code_dim + code_dim) + (cond * width + width) + width  # + condition in/token
-    fusion = 2 * cond  # LayerNorm over the I3D features
+    predictor = expected_predictor_parameters(p)
+    fusion = 2 * p.condition_dim  # LayerNorm over the I3D features
     tokenizer = sum(t.numel() for t in micro_tokenizer().parameters())
     i3d_model = InceptionI3d(i3d_config("micro"))
     i3d = sum(t.numel() for t in i3d_model.parameters())

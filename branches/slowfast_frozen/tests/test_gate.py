@@ -4,6 +4,7 @@ SlowFast staying frozen and its features reaching the prediction."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,7 +18,12 @@ from shared.latent_experiment import LatentLayout
 from shared.magvit import load_tokenizer
 from shared.motion.pretrain import save_motion_checkpoint
 from shared.motion.slowfast import SlowFastR50, load_slowfast, slowfast_config
-from shared.testing import micro_clips, micro_tokenizer, write_micro_tokenizer
+from shared.testing import (
+    expected_predictor_parameters,
+    micro_clips,
+    micro_tokenizer,
+    write_micro_tokenizer,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -92,15 +98,9 @@ def test_tokenizer_and_slowfast_load_their_layouts(config, tmp_path, motion_path
 
 
 def test_parameter_counts_match_config(config, experiment):
-    p = config.study.predictor
-    width, depth, code_dim = p.width, p.depth, p.code_dim
-    hidden = int(p.mlp_ratio * width)
     feature_dim = slowfast_config("micro").feature_dim
-    per_block = 2 * 2 * width + (width * 3 * width + 3 * width) + (width * width + width) \
-        + (width * hidden + hidden) + (hidden * width + width)
-    condition = (feature_dim * width + width) + width  # condition_in + condition_token
-    expected_trainable = (code_dim * width + width) + width + condition + depth * per_block \
-        + 2 * width + (width * code_dim + code_dim)
+    expected_trainable = expected_predictor_parameters(
+        replace(config.study.predictor, condition_dim=feature_dim))
     expected_frozen = sum(t.numel() for t in micro_tokenizer().parameters()) \
         + sum(t.numel() for t in micro_slowfast().parameters())
     assert experiment.parameter_counts() == {"trainable": expected_trainable,
