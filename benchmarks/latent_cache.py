@@ -1,6 +1,6 @@
 """Epoch time of the baseline with and without the latent cache (tiny preset, CPU).
 
-    python benchmarks/latent_cache.py [--clips 256] [--threads 2]
+    python -m benchmarks.latent_cache [--clips 256] [--threads 2]
 
 Without the cache every batch renders its clips and runs the frozen tokenizer's encoder twice
 (context alone, whole clip); with it the latents are read from memory after one fill from
@@ -22,9 +22,11 @@ from shared.data import TrajectoryVideos
 from shared.events import EventLog
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer, tokenizer_config
+from shared.training import Experiment
 
 
-def epoch_seconds(experiment, clips: int, batch_size: int) -> float:
+def epoch_seconds(experiment: Experiment, clips: int, batch_size: int) -> float:
+    """Wall time of one training epoch over ``clips`` clips, optimizer steps included."""
     optimizer = torch.optim.AdamW(experiment.trainable.parameters(), lr=1e-3)
     start = time.perf_counter()
     for batch in experiment.train_batches(torch.randperm(clips), batch_size):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.latent_cache import epoch_seconds
 from branches.slowfast_frozen.config import slowfast_frozen_config
 from branches.slowfast_frozen.model import SlowFastCondition, build_experiment
 from shared.data import TrajectoryVideos
@@ -27,17 +28,6 @@ from shared.latent_cache import ClipCache
 from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.magvit import MagvitTokenizer, tokenizer_config
 from shared.motion.slowfast import SlowFastR50, slowfast_config
-
-
-def epoch_seconds(experiment: FrozenTokenizerExperiment, clips: int, batch_size: int) -> float:
-    optimizer = torch.optim.AdamW(experiment.trainable.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for batch in experiment.train_batches(torch.randperm(clips), batch_size):
-        loss, _ = experiment.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
 
 
 def main() -> None:
