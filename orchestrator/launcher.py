@@ -229,8 +229,12 @@ class Driver:
             spec = shared_jobs.spec(self.cfg, p, cuda, threads)
             self.handles[spec.name] = (self.executor.submit(spec), p)
             specs[spec.name] = (spec, p)
+        # The variants wait on these: say so in the state, for the live view and `status`.
+        self.run.shared_running = [p.job.name for p in todo]
+        self.save()
         codes: dict[str, int] = {}
         self._wait(codes.__setitem__)
+        self.run.shared_running = []
         failures = []
         for name, (spec, p) in specs.items():
             code = codes[name]

@@ -204,6 +204,9 @@ def render_run(run: st.RunState, progress: Mapping[str, JobProgress] | None = No
     status_style = {"running": "yellow", "done": "green"}.get(run.status, "red")
     header = Text.assemble(("run ", "bold"), (run.run_id, "bold"), f"  preset {run.preset}  ",
                            (run.status, status_style), f"  {fmt_duration(span)}  {tally}")
+    if run.shared_running:
+        header.append(f"\nshared jobs running (the variants wait for them): "
+                      f"{', '.join(run.shared_running)}", style="yellow")
     return Group(header, render_jobs(run.jobs, progress or {}, logs, now=now))
 
 

@@ -139,6 +139,7 @@ class RunState:
     status: str = "running"  # RunStatus
     command: str = "train"  # the orch command that made this run: test-all, train or run
     artifacts: dict[str, str] = field(default_factory=dict)  # shared job name -> artifact path
+    shared_running: list[str] = field(default_factory=list)  # shared jobs in flight, by name
     jobs: list[JobState] = field(default_factory=list)
 
     def job(self, name: str) -> JobState:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,17 @@ def test_render_run_header_counts_stages() -> None:
     first = console.export_text().splitlines()[0]
     assert first.startswith("run r7  preset tiny  running  2m00s")
     assert "1 training" in first and "1 failed" in first and "1 queued" in first
+
+
+def test_render_run_names_the_shared_jobs_the_variants_wait_for() -> None:
+    jobs, progress, logs = fixed_jobs()
+    run = st.RunState(run_id="r8", preset="tiny", started=880.0, jobs=jobs,
+                      shared_running=["tokenizer", "i3d"])
+    console = capture()
+    console.print(render_run(run, progress, logs, now=1000.0))
+    second = console.export_text().splitlines()[1]
+    assert "shared jobs running" in second and "tokenizer, i3d" in second
+    assert st.run_from_dict(asdict(run)).shared_running == ["tokenizer", "i3d"]
 
 
 # ---------------------------------------------------------------------------- plain lines
