@@ -63,3 +63,27 @@ def expected_predictor_parameters(config: PredictorConfig) -> int:
         + 2 * width  # norm_out
         + width * token + token  # head
     )
+
+
+def check_tokenizer_checkpoint_round_trip(directory: Path) -> MagvitTokenizer:
+    """Gate check 1: a micro checkpoint in the official layout (raw + ``model_ema.*``) loads
+    strictly, with the EMA weights, and reconstructs a clip to its own shape. Returns the
+    loaded tokenizer for further checks."""
+    from shared.magvit import load_tokenizer
+
+    written = micro_tokenizer(seed=3)
+    path = write_micro_tokenizer(directory / "tokenizer.ckpt", seed=3)
+    payload = torch.load(path, weights_only=True)
+    assert any(k.startswith("model_ema.") for k in payload["state_dict"]), "not official layout"
+    loaded = load_tokenizer(path)
+    for name, tensor in written.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), f"{name} is not the EMA weight"
+    clip = micro_clips(2)
+    with torch.no_grad():
+        codes, indices = loaded.encode(clip)
+        reconstruction = loaded.decode(codes)
+    t_lat, h_lat, w_lat = loaded.latent_grid(*clip.shape[2:])
+    assert codes.shape == (2, loaded.config.code_dim, t_lat, h_lat, w_lat)
+    assert indices.shape == (2, t_lat, h_lat, w_lat)
+    assert reconstruction.shape == clip.shape
+    return loaded

@@ -13,6 +13,7 @@ from shared.data import TrajectoryVideos
 from shared.latent_experiment import LatentLayout
 from shared.magvit import load_tokenizer
 from shared.testing import (
+    check_tokenizer_checkpoint_round_trip,
     expected_predictor_parameters,
     micro_clips,
     micro_tokenizer,
@@ -36,21 +37,7 @@ def experiment(config, tmp_path):
 
 
 def test_tokenizer_loads_official_layout_and_reconstructs(config, tmp_path):
-    written = micro_tokenizer(seed=3)
-    path = write_micro_tokenizer(tmp_path / "tok.ckpt", seed=3)
-    payload = torch.load(path, weights_only=True)
-    assert any(k.startswith("model_ema.") for k in payload["state_dict"])  # official layout
-    loaded = load_tokenizer(path)
-    for name, tensor in written.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor), name
-    clip = micro_clips(2)
-    with torch.no_grad():
-        codes, indices = loaded.encode(clip)
-        reconstruction = loaded.decode(codes)
-    t_lat, h_lat, w_lat = loaded.latent_grid(*clip.shape[2:])
-    assert codes.shape == (2, loaded.config.code_dim, t_lat, h_lat, w_lat)
-    assert indices.shape == (2, t_lat, h_lat, w_lat)
-    assert reconstruction.shape == clip.shape
+    check_tokenizer_checkpoint_round_trip(tmp_path)
 
 
 def test_parameter_counts_match_config(config, experiment):

@@ -17,6 +17,7 @@ from shared.latent_experiment import LatentLayout, encode_future_target
 from shared.magvit import load_tokenizer
 from shared.motion.i3d import InceptionI3d, i3d_config
 from shared.testing import (
+    check_tokenizer_checkpoint_round_trip,
     expected_predictor_parameters,
     micro_clips,
     micro_tokenizer,
@@ -69,17 +70,7 @@ def setup(tmp_path):
 
 
 def test_tokenizer_and_i3d_load_official_layouts(tmp_path):
-    written = micro_tokenizer(seed=3)
-    path = write_micro_tokenizer(tmp_path / "tok.ckpt", seed=3)
-    payload = torch.load(path, weights_only=True)
-    assert any(k.startswith("model_ema.") for k in payload["state_dict"])  # official layout
-    loaded = load_tokenizer(path)
-    for name, tensor in written.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor), name
-    clip = micro_clips(2)
-    with torch.no_grad():
-        reconstruction = loaded.decode(loaded.encode(clip)[0])
-    assert reconstruction.shape == clip.shape
+    check_tokenizer_checkpoint_round_trip(tmp_path)
 
     # The I3D file is a bare state dict (piergiaj layout) with no config beside it: the
     # preset's I3D config rebuilds it, and every weight and BN statistic loads.

@@ -19,6 +19,7 @@ from shared.magvit import load_tokenizer
 from shared.motion.pretrain import save_motion_checkpoint
 from shared.motion.slowfast import SlowFastR50, load_slowfast, slowfast_config
 from shared.testing import (
+    check_tokenizer_checkpoint_round_trip,
     expected_predictor_parameters,
     micro_clips,
     micro_tokenizer,
@@ -71,20 +72,7 @@ def experiment(config, tmp_path, motion_path):
 
 
 def test_tokenizer_and_slowfast_load_their_layouts(config, tmp_path, motion_path):
-    written = micro_tokenizer(seed=3)
-    path = write_micro_tokenizer(tmp_path / "tok.ckpt", seed=3)
-    payload = torch.load(path, weights_only=True)
-    assert any(k.startswith("model_ema.") for k in payload["state_dict"])  # official layout
-    loaded = load_tokenizer(path)
-    for name, tensor in written.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor), name
-    clip = micro_clips(2)
-    with torch.no_grad():
-        codes, _ = loaded.encode(clip)
-        reconstruction = loaded.decode(codes)
-    t_lat, h_lat, w_lat = loaded.latent_grid(*clip.shape[2:])
-    assert codes.shape == (2, loaded.config.code_dim, t_lat, h_lat, w_lat)
-    assert reconstruction.shape == clip.shape
+    check_tokenizer_checkpoint_round_trip(tmp_path)
 
     # The motion file is in pytorchvideo's layout: the public loader takes it strictly.
     assert "model_state" in torch.load(motion_path, weights_only=True)
