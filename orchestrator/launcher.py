@@ -220,20 +220,36 @@ class Driver:
         args: dict[str, list[str]] = {name: [] for name in wanted}
         plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset)
                  if any(p.job.serves(name) for name in wanted)]
-        # Independent jobs: all that are not cached run at once, sharing the cores.
+        # Independent jobs that are not cached, in config order (put the longest first): as
+        # many at once as the cores hold at their thread share, the next one starting when
+        # one ends. Starting them all at once would oversubscribe the cores and leave one
+        # idle once the short jobs end, while the long one keeps its small share.
         todo = [p for p in plans if not p.cached]
         cuda = "0" if self._gpus() else ""
-        threads = thread_share(len(todo), self._cores())
-        specs = {}
-        for p in todo:
+        cores = self._cores()
+        threads = thread_share(len(todo), cores)
+        at_once = max(1, cores // threads)
+        queue = list(todo)
+        specs: dict[str, tuple[JobSpec, shared_jobs.SharedPlan]] = {}
+        codes: dict[str, int] = {}
+
+        def start_next() -> None:
+            p = queue.pop(0)
             spec = shared_jobs.spec(self.cfg, p, cuda, threads)
             self.handles[spec.name] = (self.executor.submit(spec), p)
             specs[spec.name] = (spec, p)
+
+        def ended(name: str, code: int) -> None:
+            codes[name] = code
+            if queue:
+                start_next()
+
+        while queue and len(self.handles) < at_once:
+            start_next()
         # The variants wait on these: say so in the state, for the live view and `status`.
         self.run.shared_running = [p.job.name for p in todo]
         self.save()
-        codes: dict[str, int] = {}
-        self._wait(codes.__setitem__)
+        self._wait(ended)
         self.run.shared_running = []
         failures = []
         for name, (spec, p) in specs.items():

@@ -51,8 +51,11 @@ def _tiny() -> StudyConfig:
         tokenizer_preset="tiny",
         tokenizer=None,
         predictor=predictor_config("tiny"),
-        train=TrainConfig(epochs=6, batch_size=32, lr=1e-3, train_clips=2048, eval_clips=128,
-                          warmup_steps=50, log_every=10, eval_batch_size=32),
+        # Two epochs: on 2048 clips the held-out PSNR of a 6-epoch baseline run rose 0.15 dB
+        # from epoch 2 to 3 and not at all after, while the loss kept falling (memorising).
+        # Two leave room for three variants on 2 cores within `orch run`'s 15 minutes.
+        train=TrainConfig(epochs=2, batch_size=32, lr=1e-3, train_clips=2048, eval_clips=128,
+                          warmup_steps=20, log_every=10, eval_batch_size=32),
     )
 
 

@@ -5,7 +5,10 @@ Every test and every variant's gate uses these, so they all exercise the same sm
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,3 +90,71 @@ def check_tokenizer_checkpoint_round_trip(directory: Path) -> MagvitTokenizer:
     assert indices.shape == (2, t_lat, h_lat, w_lat)
     assert reconstruction.shape == clip.shape
     return loaded
+
+
+def check_prediction_ignores_future(experiment: Any, layout: Any, clips: torch.Tensor
+                                    ) -> torch.Tensor:
+    """Gate check 3, the part every variant shares: the prediction from the context of
+    ``clips`` (B, 3, T, H, W) has the future's shape, is finite, and stays the same, bit for
+    bit, when the true future is replaced by noise.
+
+    Returns those altered clips (context kept, future random), for the variant's own checks
+    that its training inputs do not move with the future while its targets do.
+    """
+    context_frames = layout.context_frames
+    context, future = clips[:, :, :context_frames], clips[:, :, context_frames:]
+    prediction = experiment.predict(context, layout.future_frames)
+    assert prediction.shape == future.shape
+    assert torch.isfinite(prediction).all()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        altered = clips.clone()
+        altered[:, :, context_frames:] = torch.rand_like(future) * 2 - 1
+    assert torch.equal(experiment.predict(altered[:, :, :context_frames], layout.future_frames),
+                       prediction), "the prediction changed with the true future"
+    return altered
+
+
+def check_training_steps(
+    experiment: Any,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int,
+    frozen: dict[str, torch.nn.Module],
+    first_step_check: Callable[[dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Gate check 4, the part every variant shares: ``steps`` optimizer steps on one batch.
+
+    At the first step a gradient reaches every trainable parameter and none reaches the
+    ``frozen`` modules (``first_step_check`` gets that step's logs, gradients still in
+    place); over the steps the loss falls by 20 %; afterwards every trainable tensor has moved
+    and every frozen weight and buffer is bit-identical. Returns the logs of each step, with
+    the total as ``loss``.
+    """
+    trainable = {n: p for n, p in experiment.trainable.named_parameters() if p.requires_grad}
+    trainable_before = {n: p.detach().clone() for n, p in trainable.items()}
+    frozen_before = {key: copy.deepcopy(module.state_dict()) for key, module in frozen.items()}
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss, logs = experiment.loss(batch)
+        loss.backward()
+        if step == 0:
+            missing = [n for n, p in trainable.items() if p.grad is None or not p.grad.abs().sum()]
+            assert not missing, f"no gradient reached {missing}"
+            for key, module in frozen.items():
+                assert all(p.grad is None for p in module.parameters()), f"{key} got a gradient"
+            if first_step_check is not None:
+                first_step_check(logs)
+        optimizer.step()
+        history.append({**{k: float(v) for k, v in logs.items()}, "loss": loss.item()})
+
+    losses = [entry["loss"] for entry in history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    for key, module in frozen.items():
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(tensor, frozen_before[key][name]), f"frozen {key} {name} changed"
+    unchanged = [n for n, p in trainable.items() if torch.equal(p, trainable_before[n])]
+    assert not unchanged, f"these trainable tensors did not move: {unchanged}"
+    return history

@@ -166,8 +166,8 @@ def test_perspective_makes_farther_points_smaller():
     assert far_px[0, 1] < near_px[0, 1]  # higher in the image, towards the horizon
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_render_speed_sanity():
-    torch.set_num_threads(1)
     config = trajectory_config("tiny")
     render_clip(config, index=0)
     start = time.process_time()

@@ -60,13 +60,7 @@ PUBLIC_ENDPOINT_SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from threads on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def meta_model(preset: str) -> InceptionI3d:

@@ -23,13 +23,7 @@ from shared.motion.pretrain import (
 from shared.motion.slowfast import SlowFastR50, load_slowfast
 from shared.presets import study_preset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_run(metrics: dict, output, backbone: str) -> dict:

@@ -167,3 +167,46 @@ def test_failed_shared_job_stops_the_run_with_its_reason(spawned: Path, orch_env
     state = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert state["status"] == "failed"
     assert all(j["stage"] == "failed" and "tokenizer" in j["reason"] for j in state["jobs"])
+
+
+SLOW_SHARED_JOB = '''\
+import argparse, os, pathlib, time
+p = argparse.ArgumentParser()
+p.add_argument("--preset"); p.add_argument("--output"); p.add_argument("--name")
+a = p.parse_args()
+start = time.time()
+time.sleep(0.8)
+(pathlib.Path(a.output) / "tokenizer.ckpt").write_text(a.name)
+with open(pathlib.Path(os.environ["ORCH_HOME"]) / "shared-spans", "a") as f:
+    f.write(f"{a.name} {start} {time.time()} {os.environ['OMP_NUM_THREADS']}\\n")
+'''
+
+
+def test_shared_jobs_take_one_core_each_and_queue_in_config_order(
+    spawned: Path, orch_env: Path
+) -> None:
+    (spawned / "shared/slow.py").write_text(SLOW_SHARED_JOB)
+    jobs = "".join(
+        f"  - name: {name}\n    module: shared.slow\n    args: [--name, {name}]\n"
+        f"    presets: [tiny]\n    depends_on: [shared/]\n    artifact: tokenizer.ckpt\n"
+        f"    pass_as: --tokenizer\n"
+        for name in ("longest", "second", "third")
+    )
+    config = spawned / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[: text.index("shared_jobs:\n")] + "shared_jobs:\n" + jobs
+                      + text[text.index("variants:\n"):])
+
+    code, run = train_json()
+    assert code == 0, run
+    spans = {}
+    for line in (orch_env / "shared-spans").read_text().splitlines():
+        name, start, end, threads = line.split()
+        spans[name] = (float(start), float(end), threads)
+    # Three jobs on two cores: one thread each, never three at once, started in config order,
+    # the third only once one of the first two has ended (no core left idle or shared).
+    assert {s[2] for s in spans.values()} == {"1"}
+    assert spans["longest"][0] < spans["third"][0] and spans["second"][0] < spans["third"][0]
+    assert spans["third"][0] >= min(spans["longest"][1], spans["second"][1])
+    assert spans["longest"][0] < spans["second"][1] and spans["second"][0] < spans["longest"][1]
+    assert sorted(run["artifacts"]) == ["longest", "second", "third"]

@@ -58,8 +58,8 @@ def test_forward_shapes_for_any_grid(context, future):
     assert set(codes.unique().tolist()) <= {-1.0, 1.0}
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_long_sequence_has_no_table_limit():
-    torch.set_num_threads(1)
     model = micro_model()
     # 2,048 context + 2,048 future tokens: far beyond the seeds' 1,000-entry table.
     logits = model(random_codes((1, CODE_DIM, 8, 16, 16)), future_grid=(8, 16, 16))
@@ -109,9 +109,9 @@ def test_gradients_reach_every_parameter():
     assert count_parameters(model)[1] == head_size
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("kind", ["bits", "mse"])
 def test_loss_falls_on_a_fixed_batch(kind):
-    torch.set_num_threads(1)
     model = micro_model(loss=kind).train()
     # Random targets: the model can only memorise them, the classic overfit-one-batch check.
     context = random_codes((2, CODE_DIM, 2, 4, 4))

@@ -36,13 +36,7 @@ KINETICS_KEY_SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine's cores are shared: a second OpenMP thread mostly waits on the others.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise(model: nn.Module, seed: int) -> nn.Module:

@@ -3,7 +3,6 @@ I3D backbone's frozen / trainable behaviour."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 
 import pytest
@@ -17,7 +16,9 @@ from shared.latent_experiment import LatentLayout, encode_future_target
 from shared.magvit import load_tokenizer
 from shared.motion.i3d import InceptionI3d, i3d_config
 from shared.testing import (
+    check_prediction_ignores_future,
     check_tokenizer_checkpoint_round_trip,
+    check_training_steps,
     expected_predictor_parameters,
     micro_clips,
     micro_tokenizer,
@@ -112,18 +113,9 @@ def test_forward_shape_finite_and_no_leakage(setup):
     config, experiment = setup
     layout = LatentLayout(config.study.data.frames, config.study.data.context_frames)
     clip = micro_clips(3)
-    context, future = clip[:, :, : layout.context_frames], clip[:, :, layout.context_frames :]
-    prediction = experiment.predict(context, layout.future_frames)
-    assert prediction.shape == future.shape
-    assert torch.isfinite(prediction).all()
-
-    altered = clip.clone()
-    altered[:, :, layout.context_frames :] = torch.rand_like(future) * 2 - 1
-    # The prediction comes from the context alone ...
-    assert torch.equal(experiment.predict(altered[:, :, : layout.context_frames],
-                                          layout.future_frames), prediction)
-    # ... and in the training loss, the predictor's inputs (context codes and motion tokens)
-    # do not move with the future while its targets do: capture them with a hook.
+    altered = check_prediction_ignores_future(experiment, layout, clip)
+    # In the training loss, the predictor's inputs (context codes and motion tokens) do not
+    # move with the future while its targets do: capture them with a hook.
     seen = []
     hook = experiment.predictor.register_forward_hook(
         lambda module, inputs, output: seen.append([x.detach() for x in (inputs[0], inputs[2])]))
@@ -139,40 +131,26 @@ def test_forward_shape_finite_and_no_leakage(setup):
 
 
 def test_training_step_updates_only_trainable_and_loss_falls(setup):
-    config, experiment = setup
+    _, experiment = setup
     batch = next(experiment.train_batches(torch.arange(4), 4))
-    trainable = dict(experiment.trainable.named_parameters())
-    trainable_before = {n: p.detach().clone() for n, p in trainable.items()}
-    frozen_before = copy.deepcopy(experiment.motion.state_dict())
     oracle_before = experiment.oracle(batch["video"][:, :, :5], batch["video"][:, :, 5:])
     assert experiment.epoch_metrics()["code_bits_changed"] == 0
-    optimizer = optimizer_for(experiment)
+    trainable_names = [n for n, _ in experiment.trainable.named_parameters()]
+
+    def end_to_end(logs):
+        # The tokenizer's encoder and decoder both take gradients.
+        assert any(n.startswith("tokenizer.encoder.") for n in trainable_names)
+        assert any(n.startswith("tokenizer.decoder.") for n in trainable_names)
+        assert {"latent", "bit_accuracy", "recon_l1", "recon_psnr"} <= set(logs)
 
     experiment.trainable.train()  # what the loop does each epoch
-    losses, parts = [], []
-    for step in range(20):
-        optimizer.zero_grad()
-        loss, logs = experiment.loss(batch)
-        loss.backward()
-        if step == 0:
-            missing = [n for n, p in trainable.items() if p.grad is None or not p.grad.abs().sum()]
-            assert not missing, f"no gradient reached {missing}"
-            # End to end: the tokenizer's encoder and decoder both take gradients.
-            assert any(n.startswith("tokenizer.encoder.") for n in trainable)
-            assert any(n.startswith("tokenizer.decoder.") for n in trainable)
-            assert all(p.grad is None for p in experiment.motion.parameters())
-            assert {"latent", "bit_accuracy", "recon_l1", "recon_psnr"} <= set(logs)
-        optimizer.step()
-        losses.append(loss.item())
-        parts.append((logs["latent"], logs["recon_l1"]))
-
-    assert losses[-1] < 0.8 * losses[0], losses
+    history = check_training_steps(experiment, batch, optimizer_for(experiment), steps=20,
+                                   frozen={"i3d": experiment.motion}, first_step_check=end_to_end)
     # Both halves learn, not only the entropy term (which can go negative on its own): the
     # prediction loss (on targets that move with the tokenizer) and the reconstruction.
-    assert parts[-1][0] < 0.95 * parts[0][0] and parts[-1][1] < 0.8 * parts[0][1], parts
-    assert all(not torch.equal(p, trainable_before[n]) for n, p in trainable.items())
-    for name, tensor in experiment.motion.state_dict().items():
-        assert torch.equal(tensor, frozen_before[name]), f"frozen {name} changed"
+    first, last = history[0], history[-1]
+    assert last["latent"] < 0.95 * first["latent"], history
+    assert last["recon_l1"] < 0.8 * first["recon_l1"], history
     # The oracle row is the CURRENT tokenizer's round trip, and the drift is measured.
     oracle_after = experiment.oracle(batch["video"][:, :, :5], batch["video"][:, :, 5:])
     assert not torch.equal(oracle_before, oracle_after)

@@ -19,21 +19,16 @@ from shared.magvit import load_tokenizer
 from shared.motion.pretrain import save_motion_checkpoint
 from shared.motion.slowfast import SlowFastR50, load_slowfast, slowfast_config
 from shared.testing import (
+    check_prediction_ignores_future,
     check_tokenizer_checkpoint_round_trip,
+    check_training_steps,
     expected_predictor_parameters,
     micro_clips,
     micro_tokenizer,
     write_micro_tokenizer,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The cores are shared with other jobs: a second OpenMP thread mostly waits.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -102,50 +97,21 @@ def test_parameter_counts_match_config(config, experiment):
 def test_forward_shape_finite_and_no_leakage(config, experiment):
     layout = LatentLayout(config.study.data.frames, config.study.data.context_frames)
     clip = micro_clips(3)
-    context, future = clip[:, :, : layout.context_frames], clip[:, :, layout.context_frames :]
-    prediction = experiment.predict(context, layout.future_frames)
-    assert prediction.shape == future.shape
-    assert torch.isfinite(prediction).all()
-
-    # Changing the true future changes the training targets, but neither what the predictor
-    # is given (context latents, SlowFast features) nor the prediction from the context.
-    altered = clip.clone()
-    altered[:, :, layout.context_frames :] = torch.rand_like(future) * 2 - 1
+    altered = check_prediction_ignores_future(experiment, layout, clip)
+    # Changing the true future changes the training targets, but not what the predictor is
+    # given (context latents, SlowFast features).
     original, changed = experiment.frozen_targets(clip), experiment.frozen_targets(altered)
     assert original["condition"].shape == (3, 1, slowfast_config("micro").feature_dim)
     assert torch.equal(original["context_codes"], changed["context_codes"])
     assert torch.equal(original["condition"], changed["condition"])
     assert not torch.equal(original["future_codes"], changed["future_codes"])
-    assert torch.equal(experiment.predict(altered[:, :, : layout.context_frames],
-                                          layout.future_frames), prediction)
 
 
-def test_training_step_updates_only_trainable_and_loss_falls(config, experiment):
+def test_training_step_updates_only_trainable_and_loss_falls(experiment):
     batch = next(experiment.train_batches(torch.arange(8), 8))
-    trainable = dict(experiment.predictor.named_parameters())
-    frozen_modules = {"tokenizer": experiment.tokenizer, "slowfast": experiment.condition.module}
-    frozen_before = {k: copy.deepcopy(m.state_dict()) for k, m in frozen_modules.items()}
-    trainable_before = {n: t.detach().clone() for n, t in trainable.items()}
     optimizer = torch.optim.Adam(experiment.trainable.parameters(), lr=3e-3)
-
-    losses = []
-    for step in range(25):
-        optimizer.zero_grad()
-        loss, _ = experiment.loss(batch)
-        loss.backward()
-        if step == 0:
-            missing = [n for n, t in trainable.items() if t.grad is None or not t.grad.abs().sum()]
-            assert not missing, f"no gradient reached {missing}"
-            for module in frozen_modules.values():
-                assert all(t.grad is None for t in module.parameters())
-        optimizer.step()
-        losses.append(loss.item())
-
-    assert losses[-1] < 0.8 * losses[0], losses
-    for key, module in frozen_modules.items():
-        for name, tensor in module.state_dict().items():
-            assert torch.equal(tensor, frozen_before[key][name]), f"frozen {key} {name} changed"
-    assert all(not torch.equal(t, trainable_before[n]) for n, t in trainable.items())
+    check_training_steps(experiment, batch, optimizer, steps=25, frozen={
+        "tokenizer": experiment.tokenizer, "slowfast": experiment.condition.module})
 
 
 def test_slowfast_stays_in_eval_mode_and_keeps_its_statistics(experiment):
