@@ -624,7 +624,14 @@ def _svg_frame(title: str, width: int, height: int, body: list[str]) -> str:
 
 def svg_lines(series: Sequence[Series], *, title: str, x_label: str, y_label: str,
               width: int = 640, height: int = 300, log_y: bool = False) -> str:
-    """A line chart with axes, ticks and a legend; non-finite points are left out."""
+    """A line chart with axes, ticks and a legend; non-finite points are left out.
+
+    ``log_y`` falls back to a linear axis when a value is zero or negative (a loss with an
+    entropy term goes below zero): a log axis would silently drop that whole series.
+    """
+    if log_y and any(y <= 0 for s in series for _, y in s.points if math.isfinite(y)):
+        log_y = False
+
     def ty(v: float) -> float:
         return math.log10(v) if log_y else v
 

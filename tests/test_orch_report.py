@@ -288,3 +288,18 @@ def test_compare_run_without_results_fails_clearly(tmp_path: Path,
     result = CliRunner().invoke(compare_app(), ["compare"])
     assert isinstance(result.exception, NoResults) and result.exception.exit_code == 5
     assert "r1" in str(result.exception)
+
+
+def test_loss_chart_keeps_a_series_that_goes_below_zero() -> None:
+    # joint-i3d's loss includes the LFQ entropy term and is negative: a log axis would drop
+    # its line without a word, so the chart falls back to a linear axis.
+    from orchestrator.report import Series, svg_lines
+
+    series = [Series("baseline", ((1.0, 100.0), (2.0, 1.0)), "#111"),
+              Series("joint-i3d", ((1.0, -0.7), (2.0, -0.9)), "#222")]
+    positive = svg_lines(series[:1], title="t", x_label="x", y_label="y", log_y=True)
+    assert ">10<" in positive  # a log axis: a tick at each decade
+    chart = svg_lines(series, title="train loss per epoch", x_label="epoch", y_label="loss",
+                      log_y=True)
+    assert chart.count("<polyline") == 2 and "joint-i3d" in chart
+    assert ">10<" not in chart  # linear: ticks at even steps of 20
