@@ -16,6 +16,16 @@ from orchestrator.executor import JobSpec
 from orchestrator.state import GateResult, TestOutcome
 
 PRESET_ENV = "ORCH_PRESET"
+# A file orch may rewrite while a CPU job runs, with the thread count it may use from then on
+# (cores freed by ended jobs); the variants' training loop follows it (shared.runtime).
+THREADS_FILE_ENV = "ORCH_THREADS_FILE"
+
+
+def grant_threads(threads_file: Path, threads: int) -> None:
+    """Let the job that follows ``threads_file`` use ``threads`` threads from now on."""
+    from orchestrator.state import write_atomic
+
+    write_atomic(threads_file, f"{threads}\n")
 
 
 def job_env(worktree: Path, cuda_visible: str, threads: int, preset: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -54,6 +54,7 @@ from orchestrator.state import (
 OnUpdate = Callable[[RunState], None]
 POLL_S = 0.1
 TAIL_LINES = 20
+THREADS_FILE = "orch-threads"  # in a job's output dir: its current thread grant
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I)
 
 
@@ -243,6 +244,14 @@ class Driver:
             codes[name] = code
             if queue:
                 start_next()
+            elif not cuda and self.handles:
+                # Nothing left to start: the jobs still running take the freed cores.
+                share = thread_share(len(self.handles), cores)
+                for running in self.handles:
+                    spec, p = specs[running]
+                    if share > spec.threads:
+                        gates.grant_threads(p.threads_file, share)
+                        specs[running] = (replace(spec, threads=share), p)
 
         while queue and len(self.handles) < at_once:
             start_next()
@@ -331,6 +340,9 @@ class Driver:
         def done(key: str, code: int) -> None:
             j = by_name[key]
             sched.release(key)
+            for other, threads in sched.lend_idle_cores().items():
+                gates.grant_threads(Path(by_name[other].output_dir) / THREADS_FILE, threads)
+                by_name[other].threads = threads
             j.exit_code, j.finished, j.pid, j.pgid = code, time.time(), None, None
             if code == 0 and j.results_path.exists():
                 j.stage, j.reason = Stage.done, ""
@@ -384,6 +396,8 @@ class Driver:
         argv += [*preset.train_args, *v.train_args]
         env = gates.job_env(worktree, cuda, threads, j.preset)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices nvidia-smi shows
+        (out / THREADS_FILE).unlink(missing_ok=True)  # a grant from an earlier attempt
+        env[gates.THREADS_FILE_ENV] = str(out / THREADS_FILE)
         h = self.executor.submit(
             JobSpec(j.name, argv, worktree, Path(j.log_path), env, tuple(gpus), threads)
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from orchestrator.config import Config, SharedJob
 from orchestrator.executor import JobSpec
-from orchestrator.gate import job_env
+from orchestrator.gate import THREADS_FILE_ENV, job_env
 from orchestrator.worktrees import git
 
 
@@ -38,6 +38,11 @@ class SharedPlan:
     @property
     def cached(self) -> bool:
         return self.artifact.exists()
+
+    @property
+    def threads_file(self) -> Path:
+        """Beside the log, not in the work dir, which becomes the published artifact."""
+        return self.work_dir.with_name(self.out_dir.name + ".threads")
 
     @property
     def train_args(self) -> list[str]:
@@ -93,12 +98,15 @@ def spec(cfg: Config, p: SharedPlan, cuda_visible: str, threads: int) -> JobSpec
         str(p.work_dir),
         *p.job.args,
     ]
+    threads_file = p.threads_file
+    threads_file.unlink(missing_ok=True)
     return JobSpec(
         name=f"shared:{p.job.name}",
         argv=argv,
         cwd=cfg.root,
         log_path=p.work_dir.with_name(p.out_dir.name + ".log"),
-        env=job_env(cfg.root, cuda_visible, threads, p.preset),
+        env={**job_env(cfg.root, cuda_visible, threads, p.preset),
+             THREADS_FILE_ENV: str(threads_file)},
         threads=threads,
     )
 

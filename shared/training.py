@@ -280,6 +280,7 @@ def _train(
     experiment.prepare(log)
 
     step = (start_epoch - 1) * steps_per_epoch
+    thread_budget = runtime.ThreadBudget()
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
         experiment.trainable.train()
@@ -300,6 +301,8 @@ def _train(
             scaler.update()
             schedule.step()
             step += 1
+            if (granted := thread_budget.poll()) is not None:
+                print(f"threads: now {granted} (cores freed by ended jobs)", flush=True)
             progress.losses.append(loss.item())
             epoch_losses.append(loss.item())
             epoch_logs.append(logs)

@@ -96,7 +96,7 @@ if fail == "exit":
     sys.exit(1)
 (ckpt / "last.pt").write_text("epoch 1")
 emit("checkpoint", epoch=1, path="checkpoints/last.pt")
-sleep = float(os.environ.get("FAKE_SLEEP", "0.2"))
+sleep = float(os.environ.get("FAKE_SLEEP_{env}", os.environ.get("FAKE_SLEEP", "0.2")))
 if a.resume:
     sleep = 0.1
 time.sleep(sleep)
@@ -117,6 +117,8 @@ results = {{
     "value": model.VALUE, "resumed": a.resume, "tokenizer": a.tokenizer, "threads": a.threads,
     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    "threads_granted": (pathlib.Path(os.environ["ORCH_THREADS_FILE"]).read_text().strip()
+                        if pathlib.Path(os.environ["ORCH_THREADS_FILE"]).exists() else None),
     "cwd": os.getcwd(), "model_file": model.__file__, "start": t0, "end": time.time(),
 }}
 (out / "results.json").write_text(json.dumps(results))

@@ -83,6 +83,36 @@ def test_scheduler_queue_starts_waiting_job_when_a_slot_frees() -> None:
     assert s.idle
 
 
+
+def test_cpu_jobs_left_running_take_the_freed_cores_once_nothing_waits() -> None:
+    s: Scheduler[str] = Scheduler([], cores=4)
+    for name in ("a", "b", "c"):
+        s.submit(name, Request(0))
+    s.submit("fixed", Request(0, threads=1))  # named its threads: keeps them
+    s.plan_threads()  # 4 jobs on 4 cores: one thread each
+    assert {k: a.threads for k, a in s.ready()} == {"a": 1, "b": 1, "c": 1, "fixed": 1}
+    assert s.lend_idle_cores() == {}  # every core is busy
+    s.release("a")
+    assert s.lend_idle_cores() == {}  # one free core cannot give b and c a whole thread more
+    s.release("b")
+    assert s.lend_idle_cores() == {"c": 3}  # 4 cores - 1 held by "fixed"
+    assert s.pool.free_threads == 0
+    s.release("c")
+    s.release("fixed")
+    assert s.pool.free_threads == 4 and s.idle
+
+
+def test_no_cores_are_lent_while_a_job_waits() -> None:
+    s: Scheduler[str] = Scheduler([], cores=2)
+    for name in ("a", "b", "c"):
+        s.submit(name, Request(0))
+    s.plan_threads()
+    assert len(s.ready()) == 2
+    s.release("a")
+    assert s.lend_idle_cores() == {}  # "c" is still queued: its slot comes first
+    assert [k for k, _ in s.ready()] == ["c"]
+
+
 # ---------------------------------------------------------------------------- discovery
 
 SMI = "0, 24576, 23000\n1, 8192, 8000\n"

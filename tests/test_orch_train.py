@@ -177,8 +177,10 @@ a = p.parse_args()
 start = time.time()
 time.sleep(0.8)
 (pathlib.Path(a.output) / "tokenizer.ckpt").write_text(a.name)
+grant = pathlib.Path(os.environ["ORCH_THREADS_FILE"])
+granted = grant.read_text().strip() if grant.exists() else "-"
 with open(pathlib.Path(os.environ["ORCH_HOME"]) / "shared-spans", "a") as f:
-    f.write(f"{a.name} {start} {time.time()} {os.environ['OMP_NUM_THREADS']}\\n")
+    f.write(f"{a.name} {start} {time.time()} {os.environ['OMP_NUM_THREADS']} {granted}\\n")
 '''
 
 
@@ -201,8 +203,8 @@ def test_shared_jobs_take_one_core_each_and_queue_in_config_order(
     assert code == 0, run
     spans = {}
     for line in (orch_env / "shared-spans").read_text().splitlines():
-        name, start, end, threads = line.split()
-        spans[name] = (float(start), float(end), threads)
+        name, start, end, threads, granted = line.split()
+        spans[name] = (float(start), float(end), threads, granted)
     # Three jobs on two cores: one thread each, never three at once, started in config order,
     # the third only once one of the first two has ended (no core left idle or shared).
     assert {s[2] for s in spans.values()} == {"1"}
@@ -210,3 +212,22 @@ def test_shared_jobs_take_one_core_each_and_queue_in_config_order(
     assert spans["third"][0] >= min(spans["longest"][1], spans["second"][1])
     assert spans["longest"][0] < spans["second"][1] and spans["second"][0] < spans["longest"][1]
     assert sorted(run["artifacts"]) == ["longest", "second", "third"]
+    # Once the first two had ended, the third ran alone and was granted both cores.
+    assert spans["third"][3] == "2" and spans["longest"][3] == spans["second"][3] == "-"
+
+
+def test_last_running_job_is_granted_the_cores_the_others_freed(
+    spawned: Path, orch_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = spawned / "config.yaml"
+    config.write_text(config.read_text().replace("cpu_threads: 1", "cpu_threads: null"))
+    monkeypatch.setenv("FAKE_SLEEP_ALPHA", "0.2")
+    monkeypatch.setenv("FAKE_SLEEP_BETA", "2.5")
+    code, run = train_json()
+    assert code == 0, run
+    jobs = {j["variant"]: j for j in run["jobs"]}
+    alpha, beta = results_of(jobs["alpha"]), results_of(jobs["beta"])
+    # Both started on one of the two cores; when alpha ended, beta was granted both.
+    assert alpha["omp_num_threads"] == beta["omp_num_threads"] == "1"
+    assert alpha["threads_granted"] is None
+    assert beta["threads_granted"] == "2" and jobs["beta"]["threads"] == 2

@@ -46,3 +46,25 @@ def test_threads_from_option_or_environment(monkeypatch):
             runtime.configure_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_thread_budget_follows_the_grants_orch_writes(tmp_path, monkeypatch):
+    grant = tmp_path / "orch-threads"
+    monkeypatch.setenv(runtime.THREADS_FILE_ENV, str(grant))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        budget = runtime.ThreadBudget(check_every_s=0.0)
+        assert budget.poll() is None  # no grant written yet
+        grant.write_text("2\n")
+        assert budget.poll() == 2 and torch.get_num_threads() == 2
+        assert budget.poll() is None  # the same grant is applied once
+        grant.write_text("not a number\n")
+        assert budget.poll() is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_budget_does_nothing_for_a_run_started_by_hand(monkeypatch):
+    monkeypatch.delenv(runtime.THREADS_FILE_ENV, raising=False)
+    assert runtime.ThreadBudget(check_every_s=0.0).poll() is None

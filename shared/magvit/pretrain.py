@@ -240,7 +240,7 @@ def pretrain(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, write ``output/tokenizer.ckpt`` and ``output/metrics.json``."""
-    from shared.runtime import configure_threads, seed_everything
+    from shared.runtime import ThreadBudget, configure_threads, seed_everything
 
     log = log or functools.partial(print, flush=True)  # flushed: a monitor may tail the log
     wall_start = time.perf_counter()
@@ -262,6 +262,7 @@ def pretrain(
     step = 0
     running: dict[str, float] = {}
     batches = train_batches(source, config, seed)
+    thread_budget = ThreadBudget()
     while step < config.max_steps:
         elapsed = time.perf_counter() - train_start
         if elapsed >= config.time_limit_s:
@@ -287,6 +288,8 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         step += 1
+        if (granted := thread_budget.poll()) is not None:
+            log(f"threads: now {granted} (cores freed by ended jobs)")
         # EMA decay warms up so the average does not drag in the random initialisation.
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():

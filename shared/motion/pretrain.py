@@ -320,7 +320,7 @@ def pretrain(
     """Train, evaluate, write ``output/motion.ckpt``, ``motion.json`` and ``metrics.json``."""
     from shared.data import TRAJECTORY_CLASSES, TrajectoryVideos
     from shared.presets import study_preset
-    from shared.runtime import configure_threads, environment, seed_everything
+    from shared.runtime import ThreadBudget, configure_threads, environment, seed_everything
 
     wall_start = time.perf_counter()
     threads = configure_threads(threads)
@@ -350,6 +350,7 @@ def pretrain(
     running_loss, running_hits, running_count = 0.0, 0.0, 0
     train_start = time.perf_counter()
     step = 0
+    thread_budget = ThreadBudget()
     while step < config.max_steps:
         elapsed = time.perf_counter() - train_start
         if elapsed >= config.time_limit_s:
@@ -369,6 +370,8 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
         step += 1
+        if (granted := thread_budget.poll()) is not None:
+            log(f"threads: now {granted} (cores freed by ended jobs)")
         running_loss += float(loss.detach()) * len(labels)
         running_hits += float((logits.argmax(1) == labels).sum())
         running_count += len(labels)
