@@ -11,6 +11,10 @@ ResumeOpt = typer.Option(False, "--resume", help="Continue the unfinished jobs o
 JsonOpt = typer.Option(False, "--json", help="Print the final run state as JSON.")
 LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
                        "in a terminal).", show_default=False)
+BackendOpt = typer.Option("local", "--backend", help="Where jobs run: local (subprocesses "
+                          "here) or ray (a Ray cluster; needs the ray extra).")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster address, e.g. 10.0.0.5:6379 "
+                          "(default: ray.address in config.yaml, else RAY_ADDRESS).")
 
 
 def train(
@@ -20,6 +24,8 @@ def train(
     resume: bool = ResumeOpt,
     as_json: bool = JsonOpt,
     live: bool | None = LiveOpt,
+    backend: str = BackendOpt,
+    address: str | None = AddressOpt,
 ) -> None:
     """Run the shared jobs, gate each variant, then train those that passed, in parallel.
 
@@ -35,16 +41,31 @@ def train(
     cfg, home = setup()
     if resume and (preset is not None or seeds != 1):
         raise UsageError("--resume continues the last run as it was; drop --preset/--seeds")
-    with ui.JobsView(live=live) as view:
-        run = launcher.train(
-            cfg,
-            home,
-            cfg.select(variants),
-            preset=cfg.preset(preset),
-            seeds=seeds,
-            resume=resume,
-            on_update=view.update,
-        )
+    if backend not in ("local", "ray"):
+        raise UsageError(f"unknown --backend {backend!r}; use local or ray")
+    if address and backend != "ray":
+        raise UsageError("--address is for --backend ray")
+    selected, preset_name = cfg.select(variants), cfg.preset(preset)
+    executor = None
+    if backend == "ray":
+        from orchestrator.ray_executor import connect
+
+        executor = connect(cfg.ray, address, cfg.grace_seconds)
+    try:
+        with ui.JobsView(live=live) as view:
+            run = launcher.train(
+                cfg,
+                home,
+                selected,
+                preset=preset_name,
+                seeds=seeds,
+                resume=resume,
+                on_update=view.update,
+                executor=executor,
+            )
+    finally:
+        if executor is not None:
+            executor.close()
     if as_json:
         ui.write_json(run_to_dict(run))
     else:
