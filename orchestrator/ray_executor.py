@@ -193,7 +193,7 @@ class RayHandle(JobHandle):
 
     def poll(self) -> int | None:
         import ray
-        from ray.exceptions import RayError, TaskCancelledError
+        from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
         while self._code is None:
             ready, _ = ray.wait([self._gen], timeout=0)
@@ -206,6 +206,9 @@ class RayHandle(JobHandle):
                 break
             except TaskCancelledError:
                 self._finish(130, "orch: the Ray task was cancelled")
+                break
+            except RayTaskError as e:  # the job's wrapper raised: a bug, not a lost worker
+                self._finish(1, f"orch: the Ray task failed: {_one_line(e)}")
                 break
             except RayError as e:
                 self._lost(_one_line(e))

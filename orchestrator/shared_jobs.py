@@ -100,6 +100,7 @@ def spec(cfg: Config, p: SharedPlan, cuda_visible: str, threads: int) -> JobSpec
         log_path=p.work_dir.with_name(p.out_dir.name + ".log"),
         env=job_env(cfg.root, cuda_visible, threads, p.preset),
         threads=threads,
+        gpus=(0,) if cuda_visible else (),  # a cluster executor reserves the GPU it uses here
         output_dir=p.work_dir,
     )
 

@@ -247,3 +247,30 @@ def _read(p: Path) -> bytes:
         return p.read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.slow
+def test_a_real_variant_trains_on_ray_at_micro(
+    tmp_path: Path, ray_cluster: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.orch_fixtures import PROJECT_ROOT
+
+    if git(PROJECT_ROOT, "rev-parse", "--is-inside-work-tree").strip() != "true":
+        pytest.skip("the project is not a git checkout")
+    clone = tmp_path / "study"
+    git(tmp_path, "clone", "-q", str(PROJECT_ROOT), str(clone))
+    git(clone, "checkout", "-q", "-B", "main")  # the study's base_ref, whatever was checked out
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert runner.invoke(app, ["spawn", "baseline"]).exit_code == 0
+    with open(clone / "config.yaml", "a") as f:
+        f.write("ray:\n  cpu_fallback: true\n  forward_env: [ORCH_, HF_]\n")
+    result = runner.invoke(app, ["train", "baseline", "--preset", "micro", "--backend", "ray",
+                                 "--json", "--plain"])
+    assert result.exit_code == 0, result.output[-3000:]
+    job = json.loads(result.stdout)["jobs"][0]
+    results = json.loads((Path(job["output_dir"]) / "results.json").read_text())
+    assert results["status"] == "success" and results["preset"] == "micro"
+    assert results["environment"]["device"] == "cpu"
+    assert (Path(job["output_dir"]) / "events.jsonl").exists()
