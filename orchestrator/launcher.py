@@ -390,7 +390,8 @@ class Driver:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices nvidia-smi shows
         h = self.executor.submit(
             JobSpec(j.name, argv, worktree, Path(j.log_path), env, tuple(gpus), threads,
-                    memory_mb, snap.commit, snap.diff, out)
+                    gpu_memory_mb=memory_mb, commit=snap.commit, diff=snap.diff,
+                    output_dir=out)
         )
         self.handles[j.name] = (h, j)
         j.stage, j.device, j.gpus, j.threads = Stage.training, device, gpus, threads
@@ -459,6 +460,30 @@ class Driver:
 
 
 # ---------------------------------------------------------------------------- entry points
+
+
+BACKENDS = ("local", "ray")
+
+
+@contextmanager
+def backend(cfg: Config, name: str, address: str | None = None) -> Iterator[Executor]:
+    """The executor `--backend NAME [--address ADDR]` asks for, released when the run ends.
+    Ray is imported only here, only for `ray`."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown --backend {name!r}; use {' or '.join(BACKENDS)}")
+    if address and name != "ray":
+        raise UsageError("--address is for --backend ray")
+    if name == "local":
+        yield LocalExecutor()
+        return
+    from orchestrator.ray_executor import connect
+
+    ex = connect(cfg.ray, address, cfg.grace_seconds)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
 
 
 def test_all(

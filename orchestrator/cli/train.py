@@ -31,7 +31,9 @@ def train(
 
     Shared jobs reuse their cached artifacts. Each job runs in its worktree with that
     worktree first on the import path. A failed job is recorded with its reason and log
-    tail while the others go on. Exits 5 if a job failed, 4 if only gates failed.
+    tail while the others go on. Exits 5 if a job failed, 4 if only gates failed. With
+    `--backend ray` the jobs run on a Ray cluster from the recorded commit and diff; logs,
+    events and outputs come back here.
     """
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
@@ -41,31 +43,18 @@ def train(
     cfg, home = setup()
     if resume and (preset is not None or seeds != 1):
         raise UsageError("--resume continues the last run as it was; drop --preset/--seeds")
-    if backend not in ("local", "ray"):
-        raise UsageError(f"unknown --backend {backend!r}; use local or ray")
-    if address and backend != "ray":
-        raise UsageError("--address is for --backend ray")
     selected, preset_name = cfg.select(variants), cfg.preset(preset)
-    executor = None
-    if backend == "ray":
-        from orchestrator.ray_executor import connect
-
-        executor = connect(cfg.ray, address, cfg.grace_seconds)
-    try:
-        with ui.JobsView(live=live) as view:
-            run = launcher.train(
-                cfg,
-                home,
-                selected,
-                preset=preset_name,
-                seeds=seeds,
-                resume=resume,
-                on_update=view.update,
-                executor=executor,
-            )
-    finally:
-        if executor is not None:
-            executor.close()
+    with launcher.backend(cfg, backend, address) as executor, ui.JobsView(live=live) as view:
+        run = launcher.train(
+            cfg,
+            home,
+            selected,
+            preset=preset_name,
+            seeds=seeds,
+            resume=resume,
+            on_update=view.update,
+            executor=executor,
+        )
     if as_json:
         ui.write_json(run_to_dict(run))
     else:
