@@ -31,6 +31,22 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class RayBackend:
+    """`orch train --backend ray`: where the cluster is and how hard to retry a lost job."""
+
+    address: str = ""  # "" = RAY_ADDRESS, else a new local instance; "ray://host:10001" etc.
+    max_retries: int = 1  # resubmissions of a job whose worker died (from its last checkpoint)
+    cpu_fallback: bool = False  # a GPU job on a cluster without GPUs: run on CPU, or fail now
+    # A folder every node sees at the same path (NFS): outputs go there directly. Empty: each
+    # job's files are streamed back to the launching machine.
+    shared_path: str = ""
+    gpu_memory_gb: float = 0.0  # per cluster GPU, to size packed shares; 0 = a whole GPU a job
+    # Prefixes of this shell's environment variables a job gets (e.g. WANDB_, HF_): a worker
+    # starts from its node's environment, not the launcher's.
+    forward_env: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     branch: str
@@ -92,6 +108,7 @@ class Config:
     presets: dict[str, Preset] = field(default_factory=dict)
     shared_jobs: list[SharedJob] = field(default_factory=list)
     variants: list[Variant] = field(default_factory=list)
+    ray: RayBackend = field(default_factory=RayBackend)
     root: Path = field(default=Path("."), metadata={"yaml": False})
 
     @property
@@ -276,6 +293,8 @@ def _check(cfg: Config, v: _Validator) -> None:
         raise v.fail(("gate_preset",), f"{cfg.gate_preset!r} is not in presets")
     if cfg.grace_seconds < 0:
         raise v.fail(("grace_seconds",), "must be >= 0")
+    if cfg.ray.max_retries < 0 or cfg.ray.gpu_memory_gb < 0:
+        raise v.fail(("ray",), "max_retries and gpu_memory_gb must be >= 0")
     names: dict[str, int] = {}
     branches: dict[str, int] = {}
     for i, var in enumerate(cfg.variants):

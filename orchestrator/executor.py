@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.devices import Gpu
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -29,6 +31,16 @@ class JobSpec:
     # Resources the job holds, for executors that schedule themselves (Ray).
     gpus: tuple[int, ...] = ()
     threads: int = 1
+    gpu_memory_mb: int = 0  # reserved per GPU: how a cluster executor sizes a packed share
+    # The code a remote executor ships: recorded before submission because a copy of the
+    # worktree on another machine has no .git to ask. Empty commit: snapshot cwd at submit.
+    commit: str = ""
+    diff: str = ""
+    output_dir: Path | None = None  # what comes back from a remote job (default: log's folder)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.output_dir or self.log_path.parent
 
 
 class JobHandle(ABC):
@@ -55,8 +67,23 @@ class JobHandle(ABC):
 
 
 class Executor(ABC):
+    """Where jobs run. The launcher plans with `resources()` and polls what `submit` returns."""
+
+    where = "this machine"  # for messages
+    # Without any GPU, GPU jobs run on CPU (a laptop). A cluster may refuse instead, so a
+    # GPU job fails at once rather than waiting for a GPU node that never comes.
+    cpu_fallback = True
+
     @abstractmethod
     def submit(self, spec: JobSpec) -> JobHandle: ...
+
+    def resources(self) -> tuple[list[Gpu], int] | None:
+        """The GPUs and cores to plan for, or None for this machine's (discovered)."""
+        return None
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection); jobs have ended."""
+        return None
 
 
 class LocalHandle(JobHandle):
@@ -104,6 +131,13 @@ class LocalExecutor(Executor):
                 start_new_session=True,
             )
         return LocalHandle(proc)
+
+
+def write_log(path: Path, text: str) -> None:
+    """Append orch's own lines to a job's log (the job's output goes there too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(text)
 
 
 def signal_group(pgid: int | None, sig: int) -> None:

@@ -329,6 +329,9 @@ class Driver:
         for j in jobs:
             r = self._variant(j.variant).resources
             try:
+                if r.gpus and not self._gpus() and not self.executor.cpu_fallback:
+                    # A cluster without GPUs would leave this job pending forever: say so now.
+                    raise NeverFits(f"needs {r.gpus} GPU(s); {self.executor.where} has none")
                 sched.submit(j.name, Request(r.gpus, r.gpu_memory_gb, r.cpu_threads))
                 j.stage = Stage.queued
             except NeverFits as e:
@@ -359,7 +362,8 @@ class Driver:
         while not sched.idle:
             for key, a in sched.ready():
                 self._start(by_name[key], a.device, list(a.gpus), a.cuda_visible_devices,
-                            a.threads, extra_args.get(by_name[key].variant, []), resume)
+                            a.threads, extra_args.get(by_name[key].variant, []), resume,
+                            a.memory_mb)
             for key, (h, _) in list(self.handles.items()):
                 code = h.poll()
                 if code is not None:
@@ -370,7 +374,7 @@ class Driver:
 
     def _start(
         self, j: JobState, device: str, gpus: list[int], cuda: str, threads: int,
-        extra_args: list[str], resume: bool,
+        extra_args: list[str], resume: bool, memory_mb: int = 0,
     ) -> None:
         v = self._variant(j.variant)
         worktree = wt.require_worktree(self.cfg, v)
@@ -399,7 +403,9 @@ class Driver:
         (out / THREADS_FILE).unlink(missing_ok=True)  # a grant from an earlier attempt
         env[gates.THREADS_FILE_ENV] = str(out / THREADS_FILE)
         h = self.executor.submit(
-            JobSpec(j.name, argv, worktree, Path(j.log_path), env, tuple(gpus), threads)
+            JobSpec(j.name, argv, worktree, Path(j.log_path), env, tuple(gpus), threads,
+                    gpu_memory_mb=memory_mb, commit=snap.commit, diff=snap.diff,
+                    output_dir=out)
         )
         self.handles[j.name] = (h, j)
         j.stage, j.device, j.gpus, j.threads = Stage.training, device, gpus, threads
@@ -411,12 +417,14 @@ class Driver:
 
     def _gpus(self) -> list[Gpu]:
         if self.gpus is None:
-            self.gpus = discover_gpus()[0]
+            found = self.executor.resources()
+            self.gpus = found[0] if found else discover_gpus()[0]
         return self.gpus
 
     def _cores(self) -> int:
         if self.cores is None:
-            self.cores = cpu_cores()
+            found = self.executor.resources()
+            self.cores = found[1] if found else cpu_cores()
         return self.cores
 
     # --- Ctrl-C
@@ -468,6 +476,30 @@ class Driver:
 # ---------------------------------------------------------------------------- entry points
 
 
+BACKENDS = ("local", "ray")
+
+
+@contextmanager
+def backend(cfg: Config, name: str, address: str | None = None) -> Iterator[Executor]:
+    """The executor `--backend NAME [--address ADDR]` asks for, released when the run ends.
+    Ray is imported only here, only for `ray`."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown --backend {name!r}; use {' or '.join(BACKENDS)}")
+    if address and name != "ray":
+        raise UsageError("--address is for --backend ray")
+    if name == "local":
+        yield LocalExecutor()
+        return
+    from orchestrator.ray_executor import connect
+
+    ex = connect(cfg.ray, address, cfg.grace_seconds)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+
 def test_all(
     cfg: Config, home: Path, variants: list[Variant], on_update: OnUpdate | None = None,
 ) -> RunState:
@@ -494,12 +526,14 @@ def train(
     command: str = "train",
     on_update: OnUpdate | None = None,
     gpus: list[Gpu] | None = None,
+    executor: Executor | None = None,
 ) -> RunState:
-    """Shared jobs, gates, then training jobs: the work of `orch train` and `orch run`."""
+    """Shared jobs, gates, then training jobs: the work of `orch train` and `orch run`.
+    `executor` says where the jobs run (default: subprocesses on this machine)."""
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
     with run_lock(home):
-        d = Driver(cfg, home, on_update, gpus=gpus)
+        d = Driver(cfg, home, on_update, executor=executor or LocalExecutor(), gpus=gpus)
         if spawn:
             wt.spawn(cfg, variants)
         for v in variants:

@@ -108,6 +108,8 @@ def spec(cfg: Config, p: SharedPlan, cuda_visible: str, threads: int) -> JobSpec
         env={**job_env(cfg.root, cuda_visible, threads, p.preset),
              THREADS_FILE_ENV: str(threads_file)},
         threads=threads,
+        gpus=(0,) if cuda_visible else (),  # a cluster executor reserves the GPU it uses here
+        output_dir=p.work_dir,
     )
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up: a virtual environment in .venv (unless one is active), the CPU
 # build of torch where no NVIDIA GPU is present (so pip never resolves a multi-GB CUDA build),
-# then this project in editable mode with its dev tools.
+# then this project in editable mode with its dev tools and the ray extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,6 @@ if ! python -c "import torch" 2>/dev/null; then
         python -m pip install --quiet "torch==2.13.0"
     fi
 fi
-python -m pip install --quiet -e ".[dev]"
+# ray (the Ray backend's tests; ~240 MB) unless ORCH_SETUP_EXTRAS says otherwise.
+python -m pip install --quiet -e ".[${ORCH_SETUP_EXTRAS:-dev,ray}]"
 touch "$stamp"

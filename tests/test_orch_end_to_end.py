@@ -24,6 +24,8 @@ def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> Non
         pytest.skip("the project is not a git checkout with a commit")
     clone = tmp_path / "study"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    # The study's base_ref is main; a clone of a feature branch has no local main.
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", "-B", "main"], check=True)
     env = {**os.environ, "ORCH_HOME": str(tmp_path / "state"),
            "ORCH_CACHE_DIR": str(tmp_path / "cache"), "ORCH_GPUS": "", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(

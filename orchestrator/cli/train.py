@@ -11,6 +11,10 @@ ResumeOpt = typer.Option(False, "--resume", help="Continue the unfinished jobs o
 JsonOpt = typer.Option(False, "--json", help="Print the final run state as JSON.")
 LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
                        "in a terminal).", show_default=False)
+BackendOpt = typer.Option("local", "--backend", help="Where jobs run: local (subprocesses "
+                          "here) or ray (a Ray cluster; needs the ray extra).")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster address, e.g. 10.0.0.5:6379 "
+                          "(default: ray.address in config.yaml, else RAY_ADDRESS).")
 
 
 def train(
@@ -20,12 +24,16 @@ def train(
     resume: bool = ResumeOpt,
     as_json: bool = JsonOpt,
     live: bool | None = LiveOpt,
+    backend: str = BackendOpt,
+    address: str | None = AddressOpt,
 ) -> None:
     """Run the shared jobs, gate each variant, then train those that passed, in parallel.
 
     Shared jobs reuse their cached artifacts. Each job runs in its worktree with that
     worktree first on the import path. A failed job is recorded with its reason and log
-    tail while the others go on. Exits 5 if a job failed, 4 if only gates failed.
+    tail while the others go on. Exits 5 if a job failed, 4 if only gates failed. With
+    `--backend ray` the jobs run on a Ray cluster from the recorded commit and diff; logs,
+    events and outputs come back here.
     """
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
@@ -35,15 +43,17 @@ def train(
     cfg, home = setup()
     if resume and (preset is not None or seeds != 1):
         raise UsageError("--resume continues the last run as it was; drop --preset/--seeds")
-    with ui.JobsView(live=live) as view:
+    selected, preset_name = cfg.select(variants), cfg.preset(preset)
+    with launcher.backend(cfg, backend, address) as executor, ui.JobsView(live=live) as view:
         run = launcher.train(
             cfg,
             home,
-            cfg.select(variants),
-            preset=cfg.preset(preset),
+            selected,
+            preset=preset_name,
             seeds=seeds,
             resume=resume,
             on_update=view.update,
+            executor=executor,
         )
     if as_json:
         ui.write_json(run_to_dict(run))
