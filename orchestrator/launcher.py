@@ -587,11 +587,12 @@ def run_all(
     preset: str,
     seeds: int = 1,
     on_update: OnUpdate | None = None,
+    executor: Executor | None = None,
 ) -> tuple[RunState, Path | None]:
     """`orch run`: spawn, shared jobs, gates, training, then the comparison report (also when
     some jobs failed: the report shows failures). Returns the run and report.md's path."""
     run = train(cfg, home, variants, preset, seeds=seeds, spawn=True, command="run",
-                on_update=on_update)
+                on_update=on_update, executor=executor)
     try:
         from orchestrator.report import build_report
     except ImportError:

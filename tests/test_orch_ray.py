@@ -274,3 +274,16 @@ def test_a_real_variant_trains_on_ray_at_micro(
     assert results["status"] == "success" and results["preset"] == "micro"
     assert results["environment"]["device"] == "cpu"
     assert (Path(job["output_dir"]) / "events.jsonl").exists()
+
+
+def test_orch_run_takes_the_same_backend_options(ray_study: Path, orch_env: Path) -> None:
+    result = runner.invoke(app, ["run", "--backend", "ray", "--plain"])
+    assert result.exit_code == 0, result.output
+    latest = (orch_env / "latest").read_text().strip()
+    state = json.loads((orch_env / "runs" / latest / "state.json").read_text())
+    assert state["command"] == "run" and {j["stage"] for j in state["jobs"]} == {"done"}
+    log = Path(state["jobs"][0]["log_path"]).read_text()
+    assert "orch: on the local Ray instance" in log
+    assert (orch_env / "runs" / latest / "report.html").exists()
+    bad = runner.invoke(app, ["run", "--address", "10.0.0.1:6379"])
+    assert bad.exit_code == 2 and "--address is for --backend ray" in bad.stderr

@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli.train import AddressOpt, BackendOpt
+
 PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
 SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
 LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
                        "in a terminal).", show_default=False)
 
 
-def run(preset: str | None = PresetOpt, seeds: int = SeedsOpt, live: bool | None = LiveOpt) -> None:
+def run(
+    preset: str | None = PresetOpt,
+    seeds: int = SeedsOpt,
+    live: bool | None = LiveOpt,
+    backend: str = BackendOpt,
+    address: str | None = AddressOpt,
+) -> None:
     """Spawn every enabled variant, run the shared jobs, gate, train and compare.
 
     Uses default_preset from config.yaml (the CPU-friendly tiny) unless --preset says
-    otherwise. Ends with report.md and report.html in the run's folder.
+    otherwise. Ends with report.md and report.html in the run's folder. With `--backend ray`
+    the jobs run on a Ray cluster, as with `orch train`.
     """
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
 
     cfg, home = setup()
-    with ui.JobsView(live=live) as view:
+    variants, preset_name = cfg.enabled_variants(), cfg.preset(preset)
+    with launcher.backend(cfg, backend, address) as executor, ui.JobsView(live=live) as view:
         run_state, report = launcher.run_all(
-            cfg, home, cfg.enabled_variants(), preset=cfg.preset(preset), seeds=seeds,
-            on_update=view.update,
+            cfg, home, variants, preset=preset_name, seeds=seeds, on_update=view.update,
+            executor=executor,
         )
     ui.write(ui.jobs_table(run_state))
     if report is not None:
