@@ -73,6 +73,9 @@ class Executor(ABC):
     # Without any GPU, GPU jobs run on CPU (a laptop). A cluster may refuse instead, so a
     # GPU job fails at once rather than waiting for a GPU node that never comes.
     cpu_fallback = True
+    # Jobs share this machine's cores with orch, so a running job can take over the cores
+    # that ended jobs free (the thread grant file). A cluster reserved CPUs per task instead.
+    thread_grants = True
 
     @abstractmethod
     def submit(self, spec: JobSpec) -> JobHandle: ...

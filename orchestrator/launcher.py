@@ -244,7 +244,7 @@ class Driver:
             codes[name] = code
             if queue:
                 start_next()
-            elif not cuda and self.handles:
+            elif not cuda and self.handles and self.executor.thread_grants:
                 # Nothing left to start: the jobs still running take the freed cores.
                 share = thread_share(len(self.handles), cores)
                 for running in self.handles:
@@ -343,7 +343,8 @@ class Driver:
         def done(key: str, code: int) -> None:
             j = by_name[key]
             sched.release(key)
-            for other, threads in sched.lend_idle_cores().items():
+            grants = sched.lend_idle_cores() if self.executor.thread_grants else {}
+            for other, threads in grants.items():
                 gates.grant_threads(Path(by_name[other].output_dir) / THREADS_FILE, threads)
                 by_name[other].threads = threads
             j.exit_code, j.finished, j.pid, j.pgid = code, time.time(), None, None

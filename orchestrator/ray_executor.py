@@ -100,6 +100,7 @@ def pack(cwd: Path, commit: str, diff: str) -> bytes:
 
 class RayExecutor(Executor):
     cpu_fallback = False
+    thread_grants = False  # each task holds the CPUs Ray reserved for it
 
     def __init__(self, cfg: RayBackend, address: str, grace: float, owns: bool = False) -> None:
         import ray
