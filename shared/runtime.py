@@ -107,7 +107,8 @@ class ThreadBudget:
             if stamp == self._seen:
                 return None
             self._seen = stamp
-            threads = int(open(self.path).read().strip())
+            with open(self.path) as grant:
+                threads = int(grant.read().strip())
         except (OSError, ValueError):  # not written yet, or caught mid-replace: next time
             return None
         if threads < 1 or threads == torch.get_num_threads():
