@@ -37,6 +37,15 @@ def epoch_seconds(experiment: Experiment, clips: int, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def print_cache_figures(without: float, fill: float, reload: float, with_cache: float) -> None:
+    """The figures both cache benchmarks print, in seconds, and the per-epoch ratio."""
+    print(f"epoch without cache         {without:8.2f} s")
+    print(f"cache fill (once, cold)     {fill:8.2f} s")
+    print(f"cache load (rerun/worktree) {reload:8.2f} s")
+    print(f"epoch with cache            {with_cache:8.2f} s")
+    print(f"speed-up per epoch          {without / with_cache:8.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clips", type=int, default=256)
@@ -73,11 +82,7 @@ def main() -> None:
 
     print(f"tiny preset, {args.clips} clips of {study.data.frames}x{study.data.resolution}px, "
           f"batch {batch}, {args.threads} threads")
-    print(f"epoch without cache         {without:8.2f} s")
-    print(f"cache fill (once, cold)     {fill:8.2f} s")
-    print(f"cache load (rerun/worktree) {reload:8.2f} s")
-    print(f"epoch with cache            {with_cache:8.2f} s")
-    print(f"speed-up per epoch          {without / with_cache:8.1f}x")
+    print_cache_figures(without, fill, reload, with_cache)
 
 
 if __name__ == "__main__":

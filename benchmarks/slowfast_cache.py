@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.latent_cache import epoch_seconds
+from benchmarks.latent_cache import epoch_seconds, print_cache_figures
 from branches.slowfast_frozen.config import slowfast_frozen_config
 from branches.slowfast_frozen.model import SlowFastCondition, build_experiment
 from shared.data import TrajectoryVideos
@@ -72,11 +72,7 @@ def main() -> None:
           f"{args.clips} clips of {study.data.frames}x{study.data.resolution}px, batch {batch}, "
           f"{'time-resolved' if config.time_resolved else 'pooled'} features "
           f"({condition.feature_dim}-d), {args.threads} thread(s)")
-    print(f"epoch without cache         {without:8.2f} s")
-    print(f"cache fill (once, cold)     {fill:8.2f} s")
-    print(f"cache load (rerun/worktree) {reload:8.2f} s")
-    print(f"epoch with cache            {with_cache:8.2f} s")
-    print(f"speed-up per epoch          {without / with_cache:8.1f}x")
+    print_cache_figures(without, fill, reload, with_cache)
 
 
 if __name__ == "__main__":

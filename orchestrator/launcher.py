@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -221,48 +221,42 @@ class Driver:
         args: dict[str, list[str]] = {name: [] for name in wanted}
         plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset)
                  if any(p.job.serves(name) for name in wanted)]
-        # Independent jobs that are not cached, in config order (put the longest first): as
-        # many at once as the cores hold at their thread share, the next one starting when
-        # one ends. Starting them all at once would oversubscribe the cores and leave one
-        # idle once the short jobs end, while the long one keeps its small share.
-        todo = [p for p in plans if not p.cached]
+        # Independent jobs that are not cached go through the same CPU-slot queue as the
+        # trainings, in config order (put the longest first): as many at once as the cores
+        # hold at their thread share, the next one starting when one ends, and once nothing
+        # waits, the cores they free go to the ones still running. (On a GPU machine they all
+        # use GPU 0 beside their threads.)
+        todo = {p.name: p for p in plans if not p.cached}
         cuda = "0" if self._gpus() else ""
-        cores = self._cores()
-        threads = thread_share(len(todo), cores)
-        at_once = max(1, cores // threads)
-        queue = list(todo)
-        specs: dict[str, tuple[JobSpec, shared_jobs.SharedPlan]] = {}
+        sched: Scheduler[str] = Scheduler([], self._cores())
+        for name in todo:
+            sched.submit(name, Request(gpus=0))
+        sched.plan_threads()
+        specs: dict[str, JobSpec] = {}
         codes: dict[str, int] = {}
 
-        def start_next() -> None:
-            p = queue.pop(0)
-            spec = shared_jobs.spec(self.cfg, p, cuda, threads)
-            self.handles[spec.name] = (self.executor.submit(spec), p)
-            specs[spec.name] = (spec, p)
+        def start_ready() -> None:
+            for name, a in sched.ready():
+                specs[name] = shared_jobs.spec(self.cfg, todo[name], cuda, a.threads)
+                self.handles[name] = (self.executor.submit(specs[name]), todo[name])
 
         def ended(name: str, code: int) -> None:
             codes[name] = code
-            if queue:
-                start_next()
-            elif not cuda and self.handles and self.executor.thread_grants:
-                # Nothing left to start: the jobs still running take the freed cores.
-                share = thread_share(len(self.handles), cores)
-                for running in self.handles:
-                    spec, p = specs[running]
-                    if share > spec.threads:
-                        gates.grant_threads(p.threads_file, share)
-                        specs[running] = (replace(spec, threads=share), p)
+            sched.release(name)
+            start_ready()
+            if not cuda and self.executor.thread_grants:
+                for other, threads in sched.lend_idle_cores().items():
+                    gates.grant_threads(todo[other].threads_file, threads)
 
-        while queue and len(self.handles) < at_once:
-            start_next()
+        start_ready()
         # The variants wait on these: say so in the state, for the live view and `status`.
-        self.run.shared_running = [p.job.name for p in todo]
+        self.run.shared_running = [p.job.name for p in todo.values()]
         self.save()
         self._wait(ended)
         self.run.shared_running = []
         failures = []
-        for name, (spec, p) in specs.items():
-            code = codes[name]
+        for name, spec in specs.items():
+            p, code = todo[name], codes[name]
             if code != 0 or not shared_jobs.finish(p):
                 tail = log_tail(spec.log_path)
                 reason = exit_reason(code, p.work_dir / "events.jsonl", tail)

@@ -32,6 +32,11 @@ class SharedPlan:
     work_dir: Path  # where the job writes; renamed to out_dir on success
 
     @property
+    def name(self) -> str:
+        """Its job name in the run (logs, handles)."""
+        return f"shared:{self.job.name}"
+
+    @property
     def artifact(self) -> Path:
         return self.out_dir / self.job.artifact
 
@@ -101,7 +106,7 @@ def spec(cfg: Config, p: SharedPlan, cuda_visible: str, threads: int) -> JobSpec
     threads_file = p.threads_file
     threads_file.unlink(missing_ok=True)
     return JobSpec(
-        name=f"shared:{p.job.name}",
+        name=p.name,
         argv=argv,
         cwd=cfg.root,
         log_path=p.work_dir.with_name(p.out_dir.name + ".log"),

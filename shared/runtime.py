@@ -9,11 +9,13 @@ gradient scaler. On the CPU everything stays fp32, which keeps CPU runs determin
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import resource
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +117,58 @@ class ThreadBudget:
             return None
         torch.set_num_threads(threads)
         return threads
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """A pretraining budget: a step cap and a wall-time cap, whichever comes first.
+
+    The learning rate warms up linearly over ``warmup_steps``, then decays on a cosine to
+    ``final_lr_ratio`` of ``lr`` following the larger of the step and time fractions, so a
+    run cut short by the clock still ends at its low rate.
+    """
+
+    max_steps: int
+    time_limit_s: float
+    lr: float
+    warmup_steps: int
+    final_lr_ratio: float
+
+    def progress(self, step: int, elapsed_s: float) -> float:
+        return min(1.0, max(step / self.max_steps, elapsed_s / self.time_limit_s))
+
+    def learning_rate(self, step: int, elapsed_s: float) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress(step, elapsed_s)))
+        return self.lr * (self.final_lr_ratio + (1 - self.final_lr_ratio) * cosine)
+
+
+@dataclass(frozen=True)
+class BudgetStep:
+    step: int  # steps done before this one
+    elapsed_s: float  # since the first step
+    progress: float  # of the budget, in [0, 1]
+
+
+def budget_steps(budget: StepBudget, optimizer: torch.optim.Optimizer,
+                 log: Callable[[str], None]) -> Iterator[BudgetStep]:
+    """One item per optimizer step until either cap, with every param group's lr set for it;
+    between steps, the job follows the thread grants of orch (``ThreadBudget``)."""
+    threads = ThreadBudget()
+    start = time.perf_counter()
+    step = 0
+    while step < budget.max_steps:
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget.time_limit_s:
+            return
+        lr = budget.learning_rate(step, elapsed)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        yield BudgetStep(step, elapsed, budget.progress(step, elapsed))
+        step += 1
+        if (granted := threads.poll()) is not None:
+            log(f"threads: now {granted} (cores freed by ended jobs)")
 
 
 def seed_everything(seed: int) -> None:

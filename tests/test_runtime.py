@@ -68,3 +68,19 @@ def test_thread_budget_follows_the_grants_orch_writes(tmp_path, monkeypatch):
 def test_thread_budget_does_nothing_for_a_run_started_by_hand(monkeypatch):
     monkeypatch.delenv(runtime.THREADS_FILE_ENV, raising=False)
     assert runtime.ThreadBudget(check_every_s=0.0).poll() is None
+
+
+def test_step_budget_warms_up_decays_and_stops_at_either_cap():
+    budget = runtime.StepBudget(max_steps=10, time_limit_s=1e9, lr=1.0, warmup_steps=2,
+                                final_lr_ratio=0.1)
+    assert budget.learning_rate(0, 0.0) == 0.5 and budget.learning_rate(1, 0.0) == 1.0
+    assert budget.learning_rate(10, 0.0) == pytest.approx(0.1)
+    # The clock counts as much as the steps: half the time gone is half the cosine.
+    assert budget.learning_rate(2, 5e8) == pytest.approx(0.55)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    steps = [tick.step for tick in runtime.budget_steps(budget, optimizer, print)]
+    assert steps == list(range(10))
+    assert optimizer.param_groups[0]["lr"] == budget.learning_rate(9, 0.0)  # set per step
+    timed = runtime.StepBudget(max_steps=10**6, time_limit_s=0.0, lr=1.0, warmup_steps=1,
+                               final_lr_ratio=0.1)
+    assert list(runtime.budget_steps(timed, optimizer, print)) == []

@@ -49,6 +49,13 @@ from torch import Tensor
 from shared.errors import ConfigError, DataError, run_cli
 from shared.magvit.io import save_tokenizer
 from shared.magvit.model import MagvitConfig, MagvitTokenizer, tokenizer_config
+from shared.runtime import (
+    StepBudget,
+    budget_steps,
+    configure_threads,
+    environment,
+    seed_everything,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +83,11 @@ class PretrainConfig:
     aux_warmup: float = 0.0
     grad_clip: float = 1.0
     log_every: int = 10
+
+    @property
+    def budget(self) -> StepBudget:
+        return StepBudget(max_steps=self.max_steps, time_limit_s=self.time_limit_s, lr=self.lr,
+                          warmup_steps=self.warmup_steps, final_lr_ratio=self.final_lr_ratio)
 
     def __post_init__(self) -> None:
         if self.train_frames < 1 or (self.train_frames - 1) % 4:
@@ -212,22 +224,9 @@ def evaluate(model: MagvitTokenizer, source: ClipSource, config: PretrainConfig)
 # Training
 
 
-def budget_progress(config: PretrainConfig, step: int, elapsed_s: float) -> float:
-    return min(1.0, max(step / config.max_steps, elapsed_s / config.time_limit_s))
-
-
 def aux_scale(config: PretrainConfig, progress: float) -> float:
     """Weight factor of the entropy and commitment terms: ramps 0 -> 1 over ``aux_warmup``."""
     return 1.0 if config.aux_warmup <= 0 else min(1.0, progress / config.aux_warmup)
-
-
-def learning_rate(config: PretrainConfig, step: int, elapsed_s: float) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = budget_progress(config, step, elapsed_s)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    ratio = config.final_lr_ratio + (1 - config.final_lr_ratio) * cosine
-    return config.lr * ratio
 
 
 def pretrain(
@@ -240,8 +239,6 @@ def pretrain(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, write ``output/tokenizer.ckpt`` and ``output/metrics.json``."""
-    from shared.runtime import ThreadBudget, configure_threads, seed_everything
-
     log = log or functools.partial(print, flush=True)  # flushed: a monitor may tail the log
     wall_start = time.perf_counter()
     threads = configure_threads(threads)
@@ -262,19 +259,12 @@ def pretrain(
     step = 0
     running: dict[str, float] = {}
     batches = train_batches(source, config, seed)
-    thread_budget = ThreadBudget()
-    while step < config.max_steps:
-        elapsed = time.perf_counter() - train_start
-        if elapsed >= config.time_limit_s:
-            break
-        lr = learning_rate(config, step, elapsed)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    for tick in budget_steps(config.budget, optimizer, log):
         video = next(batches)
         out = model(video)
         l1 = (out.reconstruction - video).abs().mean()
         mse = (out.reconstruction - video).pow(2).mean()
-        aux = aux_scale(config, budget_progress(config, step, elapsed))
+        aux = aux_scale(config, tick.progress)
         loss = (
             config.l1_weight * l1
             + config.mse_weight * mse
@@ -288,8 +278,6 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         step += 1
-        if (granted := thread_budget.poll()) is not None:
-            log(f"threads: now {granted} (cores freed by ended jobs)")
         # EMA decay warms up so the average does not drag in the random initialisation.
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -307,7 +295,7 @@ def pretrain(
             log(
                 f"step {step:5d} | loss {avg['loss']:.4f} | l1 {avg['l1']:.4f} | "
                 f"train psnr {psnr:5.2f} dB | entropy {avg['entropy']:+.3f} | "
-                f"commit {avg['commit']:.4f} | lr {lr:.2e} | "
+                f"commit {avg['commit']:.4f} | lr {optimizer.param_groups[0]['lr']:.2e} | "
                 f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
             )
     train_s = time.perf_counter() - train_start
@@ -321,8 +309,6 @@ def pretrain(
     checkpoint = save_tokenizer(model, output / "tokenizer.ckpt", ema_state=ema,
                                 ema_decay=config.ema_decay)
     wall_s = time.perf_counter() - wall_start
-    from shared.runtime import environment
-
     metrics = {
         "preset": config.name,
         "seed": seed,

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -64,6 +63,13 @@ from shared.motion.slowfast import (
     SlowFastR50,
     load_slowfast,
     slowfast_config,
+)
+from shared.runtime import (
+    StepBudget,
+    budget_steps,
+    configure_threads,
+    environment,
+    seed_everything,
 )
 
 Backbone = Literal["slowfast", "i3d"]
@@ -91,6 +97,11 @@ class MotionPretrainConfig:
     eval_batch_size: int = 64
     grad_clip: float = 1.0
     log_every: int = 10
+
+    @property
+    def budget(self) -> StepBudget:
+        return StepBudget(max_steps=self.max_steps, time_limit_s=self.time_limit_s, lr=self.lr,
+                          warmup_steps=self.warmup_steps, final_lr_ratio=self.final_lr_ratio)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -301,14 +312,6 @@ def evaluate(classifier: MotionClassifier, dataset: Any, config: MotionPretrainC
     }
 
 
-def learning_rate(config: MotionPretrainConfig, step: int, elapsed_s: float) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, max(step / config.max_steps, elapsed_s / config.time_limit_s))
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return config.lr * (config.final_lr_ratio + (1 - config.final_lr_ratio) * cosine)
-
-
 def pretrain(
     config: MotionPretrainConfig,
     *,
@@ -320,7 +323,6 @@ def pretrain(
     """Train, evaluate, write ``output/motion.ckpt``, ``motion.json`` and ``metrics.json``."""
     from shared.data import TRAJECTORY_CLASSES, TrajectoryVideos
     from shared.presets import study_preset
-    from shared.runtime import ThreadBudget, configure_threads, environment, seed_everything
 
     wall_start = time.perf_counter()
     threads = configure_threads(threads)
@@ -350,14 +352,7 @@ def pretrain(
     running_loss, running_hits, running_count = 0.0, 0.0, 0
     train_start = time.perf_counter()
     step = 0
-    thread_budget = ThreadBudget()
-    while step < config.max_steps:
-        elapsed = time.perf_counter() - train_start
-        if elapsed >= config.time_limit_s:
-            break
-        lr = learning_rate(config, step, elapsed)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    for _ in budget_steps(config.budget, optimizer, log):
         first = step * config.batch_size
         indices = [(first + i) % config.train_clips for i in range(config.batch_size)]
         video, labels = _context_batch(train_set, indices, data.context_frames)
@@ -370,8 +365,6 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
         step += 1
-        if (granted := thread_budget.poll()) is not None:
-            log(f"threads: now {granted} (cores freed by ended jobs)")
         running_loss += float(loss.detach()) * len(labels)
         running_hits += float((logits.argmax(1) == labels).sum())
         running_count += len(labels)
@@ -381,7 +374,7 @@ def pretrain(
                             "accuracy": running_hits / running_count, "seconds": seconds})
             log(
                 f"step {step:4d} | loss {history[-1]['loss']:.4f} | train acc "
-                f"{history[-1]['accuracy']:.1%} | lr {lr:.2e} | "
+                f"{history[-1]['accuracy']:.1%} | lr {optimizer.param_groups[0]['lr']:.2e} | "
                 f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
             )
             running_loss, running_hits, running_count = 0.0, 0.0, 0
