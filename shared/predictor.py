@@ -92,7 +92,8 @@ def _micro() -> PredictorConfig:
 
 
 def _tiny() -> PredictorConfig:
-    return PredictorConfig(width=128, depth=4, heads=4)
+    # The tiny tokenizer's 16x16 latent grid in 2x2 patches: 8x8 tokens per latent frame.
+    return PredictorConfig(width=128, depth=4, heads=4, patch=2)
 
 
 def _full() -> PredictorConfig:

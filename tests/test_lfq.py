@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from shared.magvit import LFQ, codes_to_indices, indices_to_codes
+from shared.magvit.lfq import bit_correlation_loss
 
 
 def test_index_is_the_sum_of_powers_of_two_of_positive_channels_lsb_first() -> None:
@@ -118,3 +119,26 @@ def test_entropy_loss_pushes_towards_confident_and_diverse_codes() -> None:
     assert out.entropy_loss.item() < start - 1.0
     assert out.per_sample_entropy.item() < 0.5  # confident bits
     assert out.codebook_entropy.item() > 8 * math.log(2) - 0.5  # balanced bits
+
+
+def test_bit_correlation_loss_sees_bits_that_copy_each_other() -> None:
+    # The factorised codebook entropy is at its maximum for balanced bits even when they all
+    # copy one another; the correlation loss is what tells those two cases apart.
+    torch.manual_seed(0)
+    independent = torch.randn(2, 18, 3, 16, 16)
+    copies = independent[:, :1].expand(-1, 18, -1, -1, -1).clone()
+    lfq = LFQ(dim=18).train()
+    for z in (independent, copies):  # both: every bit balanced, so the same factorised bound
+        mean_bits = (z > 0).float().movedim(1, -1).reshape(-1, 18).mean(0)
+        assert torch.all((mean_bits - 0.5).abs() < 0.05)
+    assert float(lfq(independent).codebook_entropy) == pytest.approx(
+        float(lfq(copies).codebook_entropy), rel=1e-2)
+    assert float(bit_correlation_loss(independent)) < 0.01
+    assert float(bit_correlation_loss(copies)) == pytest.approx(1.0, abs=1e-3)
+    anti = torch.cat([copies[:, :9], -copies[:, 9:]], dim=1)  # anti-correlated copies count too
+    assert float(bit_correlation_loss(anti)) == pytest.approx(1.0, abs=1e-3)
+
+    z = independent.clone().requires_grad_(True)
+    mixed = z + 0.5 * z[:, :1]  # every channel leans on channel 0
+    bit_correlation_loss(mixed).backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0

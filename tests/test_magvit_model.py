@@ -54,7 +54,7 @@ def test_presets_keep_the_4x_temporal_factor_and_18_bits() -> None:
         assert config.temporal_factor == 4 and config.code_dim == 18, name
         assert config.resolution % config.spatial_factor == 0
     assert tokenizer_config("official").spatial_factor == 8
-    assert tokenizer_config("tiny").spatial_factor == 4
+    assert tokenizer_config("tiny").spatial_factor == 2
 
 
 def test_config_survives_asdict_and_rejects_bad_values() -> None:

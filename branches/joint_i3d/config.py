@@ -7,9 +7,11 @@ Defaults and why:
   predictor's targets; at the predictor's learning rate its codes would move under the
   predictor's feet every step. A tenth of the rate keeps it close to the code distribution
   the predictor is learning while still letting it adapt end to end.
-- Reconstruction: L1 + 0.1 LFQ entropy + 0.25 commitment, the weights the tokenizer was
-  pretrained with (``shared.magvit.pretrain``), so the joint run keeps optimising the same
-  autoencoder objective rather than a new one.
+- Reconstruction: L1 + 0.1 x the bit-correlation loss, with the LFQ entropy and commitment
+  terms off: the terms the tiny tokenizer is pretrained with (``shared.magvit.pretrain``, whose
+  docstring says why), so the joint run keeps optimising the same autoencoder objective
+  rather than a new one. With the official tokenizer, its own terms are entropy 0.1 and
+  commitment 0.25.
 - ``loss.future_pixel = 0``: the pixel loss of the decoded predicted future is available
   but off. The bits loss already aims at exactly the codes whose decoding is the oracle; a
   pixel loss through the decoder also trains the decoder to fit the predictor's mistakes
@@ -38,12 +40,14 @@ class JointLossConfig:
     latent: float = 1.0  # bits cross-entropy of the predicted future codes
     recon_l1: float = 1.0  # L1 of the tokenizer's reconstruction of the whole clip
     recon_mse: float = 0.0
-    entropy: float = 0.1  # LFQ entropy term (per-sample minus codebook entropy)
-    commitment: float = 0.25
+    entropy: float = 0.0  # LFQ entropy term (per-sample minus codebook entropy)
+    commitment: float = 0.0
+    decorrelation: float = 0.1  # shared.magvit.lfq.bit_correlation_loss of the latents
     future_pixel: float = 0.0  # L1 of the decoded predicted future vs the true future
 
     def __post_init__(self) -> None:
-        for name in ("latent", "recon_l1", "recon_mse", "entropy", "commitment", "future_pixel"):
+        for name in ("latent", "recon_l1", "recon_mse", "entropy", "commitment", "decorrelation",
+                     "future_pixel"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name}={getattr(self, name)} must be >= 0")
         if self.latent == 0 and self.future_pixel == 0:

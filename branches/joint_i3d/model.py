@@ -3,12 +3,13 @@
 Design choices:
 
 - One loss, three parts. (1) The tokenizer's own objective on the whole clip: L1 (+ MSE) of
-  its reconstruction through the decoder plus the LFQ entropy and commitment terms; this is
-  what keeps encoder and decoder an autoencoder while they move. (2) The bits cross-entropy
-  of the predicted future codes against the codes of the whole clip, DETACHED: the targets
-  come from the current tokenizer but take no gradient, otherwise the cheapest way down
-  would be an encoder whose future codes are trivial to predict. The context codes keep
-  their straight-through gradient, so the prediction loss reaches the encoder through them.
+  its reconstruction through the decoder plus the LFQ terms the config weighs (the
+  bit-correlation loss by default); this is what keeps encoder and decoder an autoencoder
+  while they move. (2) The bits cross-entropy of the predicted future codes against the
+  codes of the whole clip, DETACHED: the targets come from the current tokenizer but take no
+  gradient, otherwise the cheapest way down would be an encoder whose future codes are
+  trivial to predict. The context codes keep their straight-through gradient, so the
+  prediction loss reaches the encoder through them.
   (3) Optionally an L1 pixel loss on the decoded predicted future (straight-through signs of
   tanh(logits)), off by default (see config.py).
 - Context latents are the context frames encoded on their own, target latents are the whole
@@ -53,6 +54,7 @@ from shared.latent_experiment import (
     encode_future_target,
 )
 from shared.magvit import MagvitTokenizer
+from shared.magvit.lfq import bit_correlation_loss
 from shared.metrics import clip_metrics
 from shared.motion.i3d import MIN_FRAMES, I3DFeatures, InceptionI3d
 from shared.motion.inputs import select_frames
@@ -170,6 +172,8 @@ class JointI3DExperiment(Experiment):
                  + weights.commitment * out.commitment_loss)
         if weights.recon_mse:
             total = total + weights.recon_mse * F.mse_loss(reconstruction, recon_bcthw)
+        if weights.decorrelation:
+            total = total + weights.decorrelation * bit_correlation_loss(out.latent)
 
         # (2) Predict the future codes from the context alone; the targets, the current
         # tokenizer's codes of the whole clip, take no gradient.

@@ -126,10 +126,13 @@ def official_config() -> MagvitConfig:
 
 
 def tiny_config() -> MagvitConfig:
-    """CPU-trainable in minutes: 32 px, 17 frames, 4x spatial and 4x temporal, 2^18 codes.
+    """CPU-trainable in minutes: 32 px, 17 frames, 2x spatial and 4x temporal, 2^18 codes.
 
-    Three levels (widths 16, 32, 32), one ResBlock each, both downsamples halve time too, so a
-    17 x 32 x 32 clip becomes 5 x 8 x 8 tokens. ~0.85 M parameters.
+    Three levels (widths 16, 32, 32), one ResBlock each; both downsamples halve time, only the
+    first halves space, so a 17 x 32 x 32 clip becomes 5 x 16 x 16 tokens. ~0.69 M parameters.
+    With 4x spatial (5 x 8 x 8 tokens) the same budget reached 21.1 dB held-out PSNR instead
+    of 22.3 dB (300 s on one thread, official LFQ terms, same seed): at 32 px a 4 x 4-pixel
+    cell is too coarse.
     """
     return MagvitConfig(
         name="tiny",
@@ -140,6 +143,7 @@ def tiny_config() -> MagvitConfig:
         num_res_blocks=1,
         norm_groups=8,
         time_downsample=(True, True),
+        space_downsample=(True, False),
     )
 
 

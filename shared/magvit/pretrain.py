@@ -7,14 +7,23 @@ Writes ``DIR/tokenizer.ckpt`` (official layout, EMA weights included, loaded by
 ``load_tokenizer``) and ``DIR/metrics.json`` (held-out PSNR/SSIM, timings, configs).
 
 Design choices:
-- Loss = L1 (+ MSE in the tiny preset) reconstruction + 0.1 LFQ entropy + 0.25 commitment: the
-  official weights minus the perceptual and adversarial terms, because LPIPS and a 3D PatchGAN
-  need pretrained weights we cannot download and several times the CPU budget. The MSE term
-  is there because L1 alone settles on the median, i.e. the background, and the small moving
-  objects are what the tokenizer must learn (and PSNR is an MSE measure).
+- Loss = L1 (+ MSE in the tiny preset) reconstruction + LFQ terms. The defaults are the
+  official 0.1 entropy + 0.25 commitment, minus the perceptual and adversarial terms, because
+  LPIPS and a 3D PatchGAN need pretrained weights we cannot download and several times the
+  CPU budget. The MSE term is there because L1 alone settles on the median, i.e. the
+  background, and the small moving objects are what the tokenizer must learn (and PSNR is an
+  MSE measure).
+- The tiny preset swaps the entropy and commitment terms for 0.1 x ``bit_correlation_loss``.
+  Its bits came out balanced but copies of each other: the factorised codebook entropy is at
+  its maximum for balanced bits however correlated they are, while the per-sample entropy and
+  the commitment push every latent away from zero, which freezes the bits where they first
+  fell. Held-out figures of the tiny tokenizer after 300 s on one thread (32 clips, 40,960
+  tokens): official terms 22.29 dB, 445 distinct codes, mean |correlation| between bits 0.62;
+  no LFQ terms 22.96 dB, 1,371 codes; correlation loss alone 23.23 dB, 5,949 codes, mean
+  |correlation| 0.13; official terms plus the correlation loss 22.62 dB, 731 codes.
 - The budget is wall time (and a step cap for tests); the learning rate follows the larger of
   the step and time fractions: linear warm-up, then cosine decay to ``final_lr_ratio``.
-- The entropy and commitment terms ramp up over the first half of the tiny budget. With the
+- Where the entropy and commitment terms are on they can ramp up (``aux_warmup``). With the
   official temperature 0.01 their gradient on the encoder is ~100x (entropy) and ~4x
   (commitment) that of the reconstruction at initialisation, so Adam follows them alone and
   the encoder settles on one input-independent code pattern (bits confident and balanced
@@ -48,6 +57,7 @@ from torch import Tensor
 
 from shared.errors import ConfigError, DataError, run_cli
 from shared.magvit.io import save_tokenizer
+from shared.magvit.lfq import bit_correlation_loss
 from shared.magvit.model import MagvitConfig, MagvitTokenizer, tokenizer_config
 from shared.runtime import (
     StepBudget,
@@ -79,6 +89,7 @@ class PretrainConfig:
     mse_weight: float = 0.0
     entropy_weight: float = 0.1
     commitment_weight: float = 0.25
+    decorrelation_weight: float = 0.0  # weight of lfq.bit_correlation_loss on the latents
     # Fraction of the budget over which the entropy and commitment weights ramp up from 0.
     aux_warmup: float = 0.0
     grad_clip: float = 1.0
@@ -109,7 +120,7 @@ def tiny_pretrain() -> PretrainConfig:
     return PretrainConfig(
         name="tiny", tokenizer="tiny", data="tiny", train_frames=17, batch_size=4, lr=2e-3,
         warmup_steps=20, time_limit_s=510.0, eval_clips=64, log_every=10, ema_decay=0.99,
-        mse_weight=1.0, aux_warmup=0.5,
+        mse_weight=1.0, entropy_weight=0.0, commitment_weight=0.0, decorrelation_weight=0.1,
     )
 
 
@@ -265,11 +276,13 @@ def pretrain(
         l1 = (out.reconstruction - video).abs().mean()
         mse = (out.reconstruction - video).pow(2).mean()
         aux = aux_scale(config, tick.progress)
+        decorrelation = bit_correlation_loss(out.latent)  # also logged when its weight is 0
         loss = (
             config.l1_weight * l1
             + config.mse_weight * mse
             + aux * config.entropy_weight * out.entropy_loss
             + aux * config.commitment_weight * out.commitment_loss
+            + config.decorrelation_weight * decorrelation
         )
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}: lower the lr")
@@ -284,7 +297,8 @@ def pretrain(
             for name, value in model.state_dict().items():
                 ema[name].lerp_(value, 1 - decay)
         for key, value in (("loss", loss), ("l1", l1), ("mse", mse),
-                           ("entropy", out.entropy_loss), ("commit", out.commitment_loss)):
+                           ("entropy", out.entropy_loss), ("commit", out.commitment_loss),
+                           ("decor", decorrelation)):
             running[key] = running.get(key, 0.0) + float(value.detach())
         if step % config.log_every == 0 or step == config.max_steps:
             count = config.log_every if step % config.log_every == 0 else step % config.log_every
@@ -295,7 +309,8 @@ def pretrain(
             log(
                 f"step {step:5d} | loss {avg['loss']:.4f} | l1 {avg['l1']:.4f} | "
                 f"train psnr {psnr:5.2f} dB | entropy {avg['entropy']:+.3f} | "
-                f"commit {avg['commit']:.4f} | lr {optimizer.param_groups[0]['lr']:.2e} | "
+                f"commit {avg['commit']:.4f} | decor {avg['decor']:.3f} | "
+                f"lr {optimizer.param_groups[0]['lr']:.2e} | "
                 f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
             )
     train_s = time.perf_counter() - train_start
