@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 from shared.magvit import load_tokenizer
-from shared.magvit.pretrain import main
+from shared.magvit.model import tokenizer_config
+from shared.magvit.pretrain import ClipSource, TrainBatches, main, pretrain_config, window_frames
 
 
 def test_micro_pretrain_writes_a_loadable_tokenizer_and_metrics(tmp_path: Path) -> None:
@@ -46,3 +48,19 @@ def test_data_file_replaces_the_trajectories(tmp_path: Path) -> None:
     np.save(data, clips.astype(np.float32))
     with pytest.raises(DataError, match="uint8"):
         main(["--preset", "micro", "--output", str(tmp_path / "bad"), "--data", str(data)])
+
+
+def test_short_windows_come_first_then_the_full_ones() -> None:
+    config = pretrain_config("micro")
+    assert (config.short_frames, config.short_fraction, config.train_frames) == (5, 0.5, 9)
+    assert [window_frames(config, p) for p in (0.0, 0.49, 0.5, 1.0)] == [5, 5, 9, 9]
+    source = ClipSource(config, tokenizer_config(config.tokenizer), None)
+    batches = TrainBatches(source, config, seed=0)
+    assert batches.next(5).shape == (4, 3, 5, 16, 16)
+    assert batches.next(9).shape == (4, 3, 9, 16, 16)
+    assert batches.index == 8  # every batch takes fresh clips
+    tiny = pretrain_config("tiny")
+    assert window_frames(tiny, 0.0) == 5 and window_frames(tiny, 0.99) == 17
+    for bad in ({"short_frames": 6}, {"short_frames": 21}, {"short_fraction": 1.5}):
+        with pytest.raises(ConfigError):
+            replace(config, **bad)
