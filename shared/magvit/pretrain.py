@@ -127,7 +127,8 @@ def micro_pretrain() -> PretrainConfig:
     """Seconds: a handful of steps, for tests and gates (quality is not the point)."""
     return PretrainConfig(
         name="micro", tokenizer="micro", data="micro", train_frames=9, batch_size=4, lr=3e-3,
-        short_frames=5, short_fraction=0.5, warmup_steps=2, max_steps=6, eval_clips=4, eval_batch_size=4, log_every=2, ema_decay=0.9,
+        short_frames=5, short_fraction=0.5, warmup_steps=2, max_steps=6, eval_clips=4,
+        eval_batch_size=4, log_every=2, ema_decay=0.9,
     )
 
 
