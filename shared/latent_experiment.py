@@ -32,7 +32,7 @@ from shared.events import EventLog
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer
 from shared.magvit.lfq import codes_to_indices, indices_to_codes
-from shared.predictor import LatentPredictor, codes_from_logits, latent_loss
+from shared.predictor import LatentPredictor, latent_loss
 from shared.training import Experiment
 
 
@@ -218,7 +218,8 @@ class FrozenTokenizerExperiment(Experiment):
         context_codes = encode_context(self.tokenizer, context_bcthw)
         condition = self.condition(context_bcthw).float() if self.condition else None
         grid = (future_frames // 4, *context_codes.shape[3:])
-        future_codes = codes_from_logits(self.predictor(context_codes, grid, condition).float())
+        logits = self.predictor(context_codes, grid, condition).float()
+        future_codes = self.predictor.readout(logits)
         self.predictor.train(was_training)
         return decode_future(self.tokenizer, context_codes, future_codes, future_frames)
 

@@ -44,6 +44,7 @@ from shared.attention import attention
 from shared.errors import ConfigError
 
 LOSS_KINDS = ("bits", "mse")
+READOUTS = ("sign", "mean")
 
 
 @dataclass(kw_only=True)
@@ -59,6 +60,9 @@ class PredictorConfig:
     # spatial tokenizer) then costs no more attention than a coarse one.
     patch: int = 1
     loss: str = "bits"  # "bits": BCE over the LFQ bits; "mse": MSE of tanh(logits) vs codes
+    # What the decoder gets for the predicted future: "sign", the most likely code (a valid
+    # LFQ token), or "mean", each bit's expected value in [-1, 1] (see ``readout``).
+    readout: str = "sign"
 
     def __post_init__(self) -> None:
         for name in ("code_dim", "width", "depth", "heads"):
@@ -85,6 +89,10 @@ class PredictorConfig:
             )
         if self.loss not in LOSS_KINDS:
             raise ConfigError(f"predictor loss={self.loss!r}: use one of {', '.join(LOSS_KINDS)}")
+        if self.readout not in READOUTS:
+            raise ConfigError(
+                f"predictor readout={self.readout!r}: use one of {', '.join(READOUTS)}"
+            )
 
 
 def _micro() -> PredictorConfig:
@@ -93,7 +101,9 @@ def _micro() -> PredictorConfig:
 
 def _tiny() -> PredictorConfig:
     # The tiny tokenizer's 16x16 latent grid in 2x2 patches: 8x8 tokens per latent frame.
-    return PredictorConfig(width=128, depth=4, heads=4, patch=2)
+    # "mean" readout: the same trained baseline scored 21.14 dB held-out PSNR with it and
+    # 20.92 dB with signs (SSIM 0.754 and 0.756).
+    return PredictorConfig(width=128, depth=4, heads=4, patch=2, readout="mean")
 
 
 def _full() -> PredictorConfig:
@@ -306,6 +316,21 @@ class LatentPredictor(nn.Module):
         """Future codes (B, 18, Tf', H', W') in {-1, +1}; a logit of exactly 0 gives -1 (as LFQ)."""
         logits = self(context_codes_bcthw, future_grid, condition)
         return codes_from_logits(logits)
+
+    def readout(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the decoder gets for ``logits`` (B, 18, Tf', H', W'), per ``config.readout``.
+
+        "sign": the most likely code, +-1. "mean": the expected code under the predicted bit
+        probabilities, 2 sigmoid(logit) - 1 for the bits loss (tanh(logit) for "mse", whose
+        prediction is already a value in [-1, 1]). Where the predictor is unsure of a bit,
+        the sign is a coin flip that the decoder renders at full contrast, while the mean
+        leaves it near 0; for a pixel MSE/PSNR measure that is the better point estimate.
+        """
+        if self.config.readout == "sign":
+            return codes_from_logits(logits)
+        if self.config.loss == "mse":
+            return torch.tanh(logits)
+        return torch.tanh(logits / 2)  # = 2 sigmoid(logits) - 1
 
 
 def _patchify(codes_bcthw: torch.Tensor, p: int) -> torch.Tensor:

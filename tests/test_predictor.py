@@ -185,3 +185,17 @@ def test_patched_predictor_predicts_the_full_grid_and_rejects_odd_grids():
     assert model(torch.randn(1, 18, 2, 8, 8), (2, 8, 8)).shape == (1, 18, 2, 8, 8)
     with pytest.raises(ConfigError, match="patch=2"):
         model(torch.randn(1, 18, 2, 7, 8), (2, 7, 8))
+
+
+def test_readout_gives_signs_or_expected_codes():
+    logits = torch.tensor([-30.0, -1.0, 0.0, 2.0, 30.0]).view(1, 5, 1, 1, 1)
+    signs = micro_model().readout(logits)
+    assert signs.flatten().tolist() == [-1.0, -1.0, -1.0, 1.0, 1.0]
+    mean = micro_model(readout="mean").readout(logits).flatten()
+    expected = 2 * torch.sigmoid(logits.flatten()) - 1  # E[code] under the bit probabilities
+    assert torch.allclose(mean, expected, atol=1e-6)
+    assert mean[2].item() == 0.0 and -1.0 <= mean.min() and mean.max() <= 1.0
+    mse_mean = micro_model(readout="mean", loss="mse").readout(logits).flatten()
+    assert torch.allclose(mse_mean, torch.tanh(logits.flatten()))
+    with pytest.raises(ConfigError, match="readout='median'"):
+        PredictorConfig(readout="median")

@@ -210,7 +210,7 @@ class JointI3DExperiment(Experiment):
         grid = (future_frames // 4, *context_codes.shape[3:])
         logits = self.predictor(context_codes, grid, self.motion_tokens(context_bcthw)).float()
         self.trainable.train(was_training)
-        return decode_future(self.tokenizer, context_codes, codes_from_logits(logits),
+        return decode_future(self.tokenizer, context_codes, self.predictor.readout(logits),
                              future_frames)
 
     @torch.no_grad()
