@@ -54,7 +54,7 @@ from shared.latent_experiment import (
     encode_future_target,
 )
 from shared.magvit import MagvitTokenizer
-from shared.magvit.lfq import bit_correlation_loss
+from shared.magvit.objective import autoencoder_loss
 from shared.metrics import clip_metrics
 from shared.motion.i3d import MIN_FRAMES, I3DFeatures, InceptionI3d
 from shared.motion.inputs import select_frames
@@ -166,14 +166,12 @@ class JointI3DExperiment(Experiment):
         # the order is shuffled every epoch, so it is an unbiased sample of the same loss).
         recon_bcthw = video_bcthw[: self.recon_clips] if self.recon_clips else video_bcthw
         out = self.tokenizer(recon_bcthw)
-        reconstruction = out.reconstruction.float()
-        recon_l1 = F.l1_loss(reconstruction, recon_bcthw)
-        total = (weights.recon_l1 * recon_l1 + weights.entropy * out.entropy_loss
-                 + weights.commitment * out.commitment_loss)
-        if weights.recon_mse:
-            total = total + weights.recon_mse * F.mse_loss(reconstruction, recon_bcthw)
-        if weights.decorrelation:
-            total = total + weights.decorrelation * bit_correlation_loss(out.latent)
+        recon = autoencoder_loss(
+            out, recon_bcthw, l1=weights.recon_l1, mse=weights.recon_mse,
+            entropy=weights.entropy, commitment=weights.commitment,
+            decorrelation=weights.decorrelation,
+        )
+        total = recon.total
 
         # (2) Predict the future codes from the context alone; the targets, the current
         # tokenizer's codes of the whole clip, take no gradient.
@@ -187,8 +185,8 @@ class JointI3DExperiment(Experiment):
 
         logs = {"latent": float(latent.loss.detach()),
                 "bit_accuracy": float(latent.bit_accuracy),
-                "recon_l1": float(recon_l1.detach()),
-                "recon_psnr": _psnr(reconstruction, recon_bcthw)}
+                "recon_l1": float(recon.l1.detach()),
+                "recon_psnr": _psnr(out.reconstruction.float(), recon_bcthw)}
         # (3) Optional: the decoded predicted future against the true one.
         if weights.future_pixel:
             soft = torch.tanh(logits)

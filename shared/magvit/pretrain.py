@@ -63,8 +63,8 @@ from torch import Tensor
 
 from shared.errors import ConfigError, DataError, run_cli
 from shared.magvit.io import save_tokenizer
-from shared.magvit.lfq import bit_correlation_loss
 from shared.magvit.model import MagvitConfig, MagvitTokenizer, tokenizer_config
+from shared.magvit.objective import autoencoder_loss
 from shared.runtime import (
     StepBudget,
     budget_steps,
@@ -306,16 +306,11 @@ def pretrain(
     for tick in budget_steps(config.budget, optimizer, log):
         video = batches.next(window_frames(config, tick.progress))
         out = model(video)
-        l1 = (out.reconstruction - video).abs().mean()
-        mse = (out.reconstruction - video).pow(2).mean()
         aux = aux_scale(config, tick.progress)
-        decorrelation = bit_correlation_loss(out.latent)  # also logged when its weight is 0
-        loss = (
-            config.l1_weight * l1
-            + config.mse_weight * mse
-            + aux * config.entropy_weight * out.entropy_loss
-            + aux * config.commitment_weight * out.commitment_loss
-            + config.decorrelation_weight * decorrelation
+        loss, l1, mse, decorrelation = autoencoder_loss(
+            out, video, l1=config.l1_weight, mse=config.mse_weight,
+            entropy=aux * config.entropy_weight, commitment=aux * config.commitment_weight,
+            decorrelation=config.decorrelation_weight,
         )
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}: lower the lr")
