@@ -60,20 +60,25 @@ class Evaluator:
             accumulator.update(prediction.float().cpu(), future.float().cpu())
         return accumulator.result()
 
-    def evaluate_model(self, experiment: Experiment) -> dict[str, float]:
-        """The model's averaged metrics (no per-frame lists): one row of the history."""
-        row = self.score(_model_predictor(experiment), _device_of(experiment))
-        return {key: value for key, value in row.items() if key != "per_frame"}
+    def evaluate_model(self, experiment: Experiment) -> dict[str, Any]:
+        """The model's row: averaged metrics and their ``per_frame`` lists."""
+        return self.score(_model_predictor(experiment), _device_of(experiment))
 
-    def evaluate_all(self, experiment: Experiment) -> dict[str, dict[str, Any]]:
+    def evaluate_all(
+        self, experiment: Experiment, *, model_row: dict[str, Any] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The model's row beside the reference rows. ``model_row``: the model's row already
+        scored on this evaluator with the same weights (the last epoch's), reused rather than
+        predicted again."""
         device = _device_of(experiment)
-        rows = {
-            "model": _model_predictor(experiment),
+        rows: dict[str, Predictor] = {
             "black": lambda context, future: torch.full_like(future, -1.0),
             "copy_last": lambda context, future: context[:, :, -1:].expand_as(future),
             "oracle": lambda context, future: experiment.oracle(context, future),
         }
-        return {name: self.score(predict, device) for name, predict in rows.items()}
+        model = model_row if model_row is not None else self.evaluate_model(experiment)
+        return {"model": model} | {name: self.score(predict, device)
+                                   for name, predict in rows.items()}
 
     @torch.no_grad()
     def save_strip(self, experiment: Experiment, path: Path) -> Path:

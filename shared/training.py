@@ -281,6 +281,7 @@ def _train(
 
     step = (start_epoch - 1) * steps_per_epoch
     thread_budget = runtime.ThreadBudget()
+    model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
         experiment.trainable.train()
@@ -323,7 +324,8 @@ def _train(
                 progress = _Progress()
         train_seconds += time.perf_counter() - epoch_start
 
-        metrics = evaluator.evaluate_model(experiment)
+        model_row = evaluator.evaluate_model(experiment)
+        metrics = {key: value for key, value in model_row.items() if key != "per_frame"}
         extra = experiment.epoch_metrics()
         log.emit("eval", epoch=epoch, metrics=metrics, **({"extra": extra} if extra else {}))
         history.append({
@@ -348,7 +350,8 @@ def _train(
         })
         log.emit("checkpoint", epoch=epoch, path=LAST_CHECKPOINT)
 
-    final = evaluator.evaluate_all(experiment)
+    # The last epoch's row is the final model's: no second pass over the held-out clips.
+    final = evaluator.evaluate_all(experiment, model_row=model_row)
     strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")
     samples_seen = config.epochs * config.train_clips
     results = {

@@ -25,7 +25,16 @@ def _run(output, tokenizer_path, *extra):
                                 str(tokenizer_path), "--threads", "1", *extra])
 
 
-def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_path):
+def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_path,
+                                                          monkeypatch):
+    predict_calls = []
+    original_predict = FrozenTokenizerExperiment.predict
+
+    def counting_predict(self, context, future_frames):
+        predict_calls.append(context.shape[0])
+        return original_predict(self, context, future_frames)
+
+    monkeypatch.setattr(FrozenTokenizerExperiment, "predict", counting_predict)
     results = _run(tmp_path / "run", tokenizer_path)
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert REQUIRED <= set(on_disk) and on_disk["status"] == "success"
@@ -42,6 +51,12 @@ def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_pa
     kinds = [e["event"] for e in read_events(tmp_path / "run" / "events.jsonl")]
     assert kinds[0] == "start" and kinds[-1] == "end"
     assert {"progress", "eval", "checkpoint"} <= set(kinds)
+    # The final model row is the last epoch's evaluation, reused: the held-out clips are
+    # predicted once per epoch, plus once for the frame strip.
+    train, eval_clips = results["config"]["train"], results["config"]["train"]["eval_clips"]
+    last_eval = on_disk["history"][-1]["eval"]
+    assert {k: v for k, v in on_disk["final"]["model"].items() if k != "per_frame"} == last_eval
+    assert sum(predict_calls) == train["epochs"] * eval_clips + train["strip_clips"]
     # The model row is measured, not copied: it differs from every reference row.
     assert on_disk["final"]["model"]["psnr"] not in {
         on_disk["final"][name]["psnr"] for name in ("black", "copy_last", "oracle")}
