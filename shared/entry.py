@@ -121,9 +121,10 @@ def run_variant(
 ) -> dict[str, Any]:
     """Everything a train entry point does around its own model.
 
-    ``cache_key`` None means nothing frozen is worth caching (a trainable tokenizer); else it
-    holds what, beside the tokenizer and the data, decides the cached values (e.g. a frozen
-    motion backbone's weights).
+    ``cache_key`` None means nothing frozen is worth caching (a trainable tokenizer). Else the
+    latents are cached, keyed by the tokenizer and the data alone (so every variant over the
+    same frozen tokenizer shares them), and a non-empty ``cache_key`` (e.g. a frozen motion
+    backbone's weights) also caches the condition's features, keyed by it and the data.
     """
     seed_everything(args.seed)  # before any module is built: the weights' init depends on it
     tokenizer = load_study_tokenizer(study, args.tokenizer)
@@ -131,15 +132,16 @@ def run_variant(
         study.data, train_clips=study.train.train_clips, eval_clips=study.train.eval_clips,
         data_file=args.data,
     )
-    cache = None
+    caches: dict[str, ClipCache | None] = {"cache": None}
     if cache_key is not None:
-        cache = ClipCache(default_cache_root(), kind="latents", key={
-            "tokenizer": weights_fingerprint(tokenizer),
-            "data": data_key(study, args.data),
-            **cache_key,
-        })
+        data = data_key(study, args.data)
+        caches["cache"] = ClipCache(default_cache_root(), kind="latents", key={
+            "tokenizer": weights_fingerprint(tokenizer), "data": data})
+        if cache_key:
+            caches["condition_cache"] = ClipCache(default_cache_root(), kind="features",
+                                                  key={"data": data, **cache_key})
     experiment = build(tokenizer=tokenizer, train_set=train_set, train_clips=train_clips,
-                       cache=cache)
+                       **caches)
     evaluator = Evaluator(eval_set, context_frames=study.data.context_frames,
                           batch_size=study.train.eval_batch_size,
                           strip_clips=study.train.strip_clips)

@@ -14,7 +14,9 @@ How a clip of T = 1 + 4k frames is used, with C = 1 + 4j context frames:
 
 Because the tokenizer (and a motion backbone, if any) is frozen, these latents and features
 are the same every epoch: with a ``ClipCache`` they are computed once, stored on disk and
-shared by reruns and worktrees; without one they are computed for every batch.
+shared by reruns and worktrees; without one they are computed for every batch. Latents and
+features have caches of their own: the latents depend on the tokenizer and the data only, so
+every variant over the same frozen tokenizer reuses the same entries whatever its features.
 """
 
 from __future__ import annotations
@@ -117,8 +119,11 @@ class FrozenTokenizerExperiment(Experiment):
         layout: LatentLayout,
         cache: ClipCache | None = None,
         condition: ConditionSource | None = None,
+        condition_cache: ClipCache | None = None,
         encode_batch_size: int = 16,
     ) -> None:
+        """``cache`` holds the latents, ``condition_cache`` the condition's features; either
+        may be None (computed for every batch)."""
         self.tokenizer = tokenizer
         self.trainable = predictor
         self.predictor = predictor
@@ -127,6 +132,7 @@ class FrozenTokenizerExperiment(Experiment):
         self.layout = layout
         self.cache = cache
         self.condition = condition
+        self.condition_cache = condition_cache if condition is not None else None
         self.encode_batch_size = encode_batch_size
         self._cached: dict[str, torch.Tensor] | None = None  # stacked cache entries
 
@@ -140,67 +146,79 @@ class FrozenTokenizerExperiment(Experiment):
     # -- frozen computations ------------------------------------------------------------
 
     @torch.no_grad()
-    def frozen_targets(self, video_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What the frozen networks give for a batch of whole clips (B, 3, T, H, W)."""
+    def frozen_latents(self, video_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen tokenizer's context and future codes of whole clips (B, 3, T, H, W)."""
         context = video_bcthw[:, :, : self.layout.context_frames]
-        context_codes = encode_context(self.tokenizer, context)
-        out = {
-            "context_codes": context_codes,
+        return {
+            "context_codes": encode_context(self.tokenizer, context),
             "future_codes": encode_future_target(self.tokenizer, video_bcthw, self.layout),
         }
+
+    @torch.no_grad()
+    def frozen_condition(self, video_bcthw: torch.Tensor) -> torch.Tensor:
+        """The condition's tokens of the clips' context frames only."""
+        assert self.condition is not None
+        return self.condition(video_bcthw[:, :, : self.layout.context_frames]).float()
+
+    def frozen_targets(self, video_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the frozen networks give for a batch of whole clips (B, 3, T, H, W)."""
+        out = self.frozen_latents(video_bcthw)
         if self.condition is not None:
-            out["condition"] = self.condition(context).float()
+            out["condition"] = self.frozen_condition(video_bcthw)
         return out
 
     def _videos(self, indices: list[int]) -> torch.Tensor:
         return torch.stack([self.train_set[i]["video"] for i in indices]).to(self.device)
 
-    def _compute_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        targets = self.frozen_targets(self._videos(indices))
-        entries = []
-        for b in range(len(indices)):
-            entry = {
-                # Codes are stored as their LFQ indices: 4 bytes per latent position.
-                "context_index": codes_to_indices(targets["context_codes"][b], dim=0).int().cpu(),
-                "future_index": codes_to_indices(targets["future_codes"][b], dim=0).int().cpu(),
-            }
-            if "condition" in targets:
-                entry["condition"] = targets["condition"][b].cpu()
-            entries.append(entry)
-        return entries
+    def _latent_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        latents = self.frozen_latents(self._videos(indices))
+        # Codes are stored as their LFQ indices: 4 bytes per latent position.
+        return [{f"{part}_index": codes_to_indices(latents[f"{part}_codes"][b], dim=0).int().cpu()
+                 for part in ("context", "future")} for b in range(len(indices))]
+
+    def _condition_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        condition = self.frozen_condition(self._videos(indices))
+        return [{"condition": condition[b].cpu()} for b in range(len(indices))]
 
     def prepare(self, log: EventLog) -> None:
-        if self.cache is None:
-            return
         indices = list(range(self.train_clips))
+        self._cached = {}
+        for name, cache, compute in (("latent", self.cache, self._latent_entries),
+                                     ("feature", self.condition_cache, self._condition_entries)):
+            if cache is None:
+                continue
 
-        def report(done: int, total: int) -> None:
-            print(f"latent cache: encoded {done}/{total} clips", flush=True)
+            def report(done: int, total: int, name: str = name) -> None:
+                print(f"{name} cache: computed {done}/{total} clips", flush=True)
 
-        entries = self.cache.load_all(
-            indices, self._compute_entries, batch_size=self.encode_batch_size, on_batch=report
-        )
-        self._cached = {key: torch.stack([e[key] for e in entries]) for key in entries[0]}
-        log.emit("cache", hits=self.cache.hits, misses=self.cache.misses,
-                 path=str(self.cache.directory))
+            entries = cache.load_all(indices, compute, batch_size=self.encode_batch_size,
+                                     on_batch=report)
+            self._cached |= {key: torch.stack([e[key] for e in entries]) for key in entries[0]}
+            log.emit("cache", kind=name, hits=cache.hits, misses=cache.misses,
+                     path=str(cache.directory))
 
     # -- training -----------------------------------------------------------------------
 
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
+        cached = self._cached or {}
+        code_dim = self.tokenizer.config.code_dim
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size].tolist()
-            if self._cached is not None:
-                code_dim = self.tokenizer.config.code_dim
-                batch = {
-                    f"{part}_codes": indices_to_codes(indices[chunk], code_dim)
-                    for part, indices in (("context", self._cached["context_index"]),
-                                          ("future", self._cached["future_index"]))
-                }
-                if "condition" in self._cached:
-                    batch["condition"] = self._cached["condition"][chunk]
-                yield {key: value.to(self.device) for key, value in batch.items()}
+            batch: dict[str, torch.Tensor] = {}
+            videos = None  # rendered only for what no cache holds, and at most once
+            if "context_index" in cached:
+                for part in ("context", "future"):
+                    batch[f"{part}_codes"] = indices_to_codes(cached[f"{part}_index"][chunk],
+                                                              code_dim)
             else:
-                yield self.frozen_targets(self._videos(chunk))
+                videos = self._videos(chunk)
+                batch |= self.frozen_latents(videos)
+            if "condition" in cached:
+                batch["condition"] = cached["condition"][chunk]
+            elif self.condition is not None:
+                videos = videos if videos is not None else self._videos(chunk)
+                batch["condition"] = self.frozen_condition(videos)
+            yield {key: value.to(self.device) for key, value in batch.items()}
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         future = batch["future_codes"]

@@ -109,3 +109,32 @@ def test_missing_tokenizer_says_how_to_make_one(tmp_path, capsys):
         run_cli(lambda: baseline_train.main(["--preset", "micro", "--output", str(tmp_path)]))
     assert exit_info.value.code == 3
     assert "shared.magvit.pretrain --preset micro" in capsys.readouterr().err
+
+
+def test_slowfast_reuses_the_baseline_latents_and_caches_its_features_apart(
+        tmp_path, tokenizer_path, monkeypatch):
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "cache"))  # empty, this test's own
+    from branches.slowfast_frozen import train as slowfast_train
+    from shared.data import TRAJECTORY_CLASSES
+    from shared.motion.pretrain import save_motion_checkpoint
+    from shared.motion.slowfast import SlowFastR50, slowfast_config
+
+    motion = save_motion_checkpoint(
+        SlowFastR50(slowfast_config("micro", num_classes=len(TRAJECTORY_CLASSES))).eval(),
+        tmp_path / "motion", preset="micro")
+    baseline = _run(tmp_path / "baseline", tokenizer_path)
+    clips = baseline["config"]["train"]["train_clips"]
+
+    def slowfast(output):
+        slowfast_train.main(["--preset", "micro", "--output", str(output), "--tokenizer",
+                             str(tokenizer_path), "--motion", str(motion), "--threads", "1"])
+        return {e["kind"]: e for e in read_events(output / "events.jsonl")
+                if e["event"] == "cache"}
+
+    first = slowfast(tmp_path / "slowfast")
+    # Same frozen tokenizer and data: the baseline's latents, not one clip encoded again.
+    assert (first["latent"]["hits"], first["latent"]["misses"]) == (clips, 0)
+    assert (first["feature"]["hits"], first["feature"]["misses"]) == (0, clips)
+    again = slowfast(tmp_path / "slowfast-again")
+    assert (again["feature"]["hits"], again["feature"]["misses"]) == (clips, 0)
+    assert first["feature"]["path"] != first["latent"]["path"]

@@ -9,9 +9,9 @@ Design choices:
   for the Kinetics backbone, 1152 for the tiny one.
 - Frozen means: no parameter takes a gradient, and BatchNorm stays in eval mode even when a
   parent calls ``.train()`` (``SlowFastFeatures(frozen=True)``), so a training step leaves every
-  buffer as it was. Features are computed under ``no_grad`` and cached with the latents; the
-  cache key holds a hash of the backbone's weights and its config, so another backbone never
-  reuses them.
+  buffer as it was. Features are computed under ``no_grad`` and cached beside the latents, in
+  a cache of their own whose key holds a hash of the backbone's weights and its config, so
+  another backbone never reuses them while the latents are shared with the baseline.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def build_experiment(
     train_set: Dataset[dict[str, Any]],
     train_clips: int,
     cache: ClipCache | None,
+    condition_cache: ClipCache | None = None,
 ) -> FrozenTokenizerExperiment:
     study = config.study
     tokenizer.requires_grad_(False).eval()
@@ -79,4 +80,5 @@ def build_experiment(
         layout=LatentLayout(study.data.frames, study.data.context_frames),
         cache=cache,
         condition=condition,
+        condition_cache=condition_cache,
     )
