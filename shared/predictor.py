@@ -45,6 +45,13 @@ from shared.errors import ConfigError
 
 LOSS_KINDS = ("bits", "mse")
 READOUTS = ("sign", "mean")
+# Initial copy-prior gain: logit 0.6 x the last context code, i.e. that code at
+# 2 sigmoid(0.6) - 1 = 0.29 of full contrast under the "mean" readout. With the tiny tokenizer
+# (held-out future, 128 clips) decoding the last context latent frame at contrast 0.3 scored
+# 21.20 dB PSNR, at 0.54 21.17, at full contrast (its signs) 20.55, and all-zero future codes
+# 20.91: the background a plain copy gets right is outweighed by the moving parts it renders
+# wrongly at full contrast.
+COPY_GAIN_INIT = 0.6
 
 
 @dataclass(kw_only=True)
@@ -63,6 +70,10 @@ class PredictorConfig:
     # What the decoder gets for the predicted future: "sign", the most likely code (a valid
     # LFQ token), or "mean", each bit's expected value in [-1, 1] (see ``readout``).
     readout: str = "sign"
+    # Add a learned per-bit gain times the last context latent frame to every future frame's
+    # logits: a copy-last prior in latent space, so the transformer learns the change rather
+    # than re-deriving the static background (see ``COPY_GAIN_INIT``).
+    copy_prior: bool = False
 
     def __post_init__(self) -> None:
         for name in ("code_dim", "width", "depth", "heads"):
@@ -102,8 +113,10 @@ def _micro() -> PredictorConfig:
 def _tiny() -> PredictorConfig:
     # The tiny tokenizer's 16x16 latent grid in 2x2 patches: 8x8 tokens per latent frame.
     # "mean" readout: the same trained baseline scored 21.14 dB held-out PSNR with it and
-    # 20.92 dB with signs (SSIM 0.754 and 0.756).
-    return PredictorConfig(width=128, depth=4, heads=4, patch=2, readout="mean")
+    # 20.92 dB with signs (SSIM 0.754 and 0.756). The copy prior, same tokenizer and seed:
+    # baseline 21.14 -> 21.27 dB, slowfast-frozen 21.13 -> 21.28, joint-i3d 21.17 -> 21.29.
+    return PredictorConfig(width=128, depth=4, heads=4, patch=2, readout="mean",
+                           copy_prior=True)
 
 
 def _full() -> PredictorConfig:
@@ -215,6 +228,10 @@ class LatentPredictor(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(config.width)
         self.head = nn.Linear(config.width, token_dim)
+        self.copy_gain = (
+            nn.Parameter(torch.full((config.code_dim,), COPY_GAIN_INIT))
+            if config.copy_prior else None
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -282,7 +299,15 @@ class LatentPredictor(nn.Module):
         for block in self.blocks:
             x_bnc = block(x_bnc)
         logits_bnc = self.head(self.norm_out(x_bnc[:, -n_fut:]))
-        return _unpatchify(logits_bnc, (t_fut, hp, wp), p)
+        logits_bcthw = _unpatchify(logits_bnc, (t_fut, hp, wp), p)
+        if self.copy_gain is not None:
+            # Detached: the prior is a fixed path, so a trainable tokenizer (joint-i3d) is not
+            # pulled towards codes that merely repeat; the transformer's path keeps its gradient.
+            # Not detached, joint-i3d tiny changed 19 % of its probe clips' code bits (4 %
+            # detached) and scored 21.10 dB held-out PSNR (21.29 detached).
+            last_bc1hw = context_codes_bcthw[:, :, -1:].detach().to(dtype)  # broadcast over Tf'
+            logits_bcthw = logits_bcthw + self.copy_gain.view(1, -1, 1, 1, 1) * last_bc1hw
+        return logits_bcthw
 
     def _condition_tokens(self, condition_bnd: torch.Tensor, batch: int) -> torch.Tensor:
         """(B, N_cond, condition_dim) features -> (B, N_cond, width) tokens."""

@@ -65,6 +65,7 @@ def expected_predictor_parameters(config: PredictorConfig) -> int:
         + config.depth * per_block
         + 2 * width  # norm_out
         + width * token + token  # head
+        + (config.code_dim if config.copy_prior else 0)  # copy-prior gain per bit
     )
 
 

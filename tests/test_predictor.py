@@ -96,8 +96,9 @@ def test_forward_takes_only_the_context_and_batch_items_stay_apart():
     assert not torch.allclose(logits2[1], logits[1])  # the context is actually used
 
 
-def test_gradients_reach_every_parameter():
-    model = micro_model(condition_dim=12).train()
+@pytest.mark.parametrize("copy_prior", [False, True])
+def test_gradients_reach_every_parameter(copy_prior):
+    model = micro_model(condition_dim=12, copy_prior=copy_prior).train()
     context = random_codes((2, CODE_DIM, 2, 4, 4))
     logits = model(context, (1, 4, 4), condition=torch.randn(2, 3, 12))
     latent_loss(logits, random_codes(logits.shape, seed=1)).loss.backward()
@@ -199,3 +200,27 @@ def test_readout_gives_signs_or_expected_codes():
     assert torch.allclose(mse_mean, torch.tanh(logits.flatten()))
     with pytest.raises(ConfigError, match="readout='median'"):
         PredictorConfig(readout="median")
+
+
+def test_copy_prior_adds_the_last_context_frame_times_a_learned_gain():
+    from shared.predictor import COPY_GAIN_INIT
+
+    context = random_codes((2, CODE_DIM, 3, 4, 4), seed=3)
+    with_prior = micro_model(copy_prior=True)
+    without = micro_model(copy_prior=False)  # same seed: the same transformer weights
+    assert with_prior.copy_gain is not None and without.copy_gain is None
+    difference = with_prior(context, (2, 4, 4)) - without(context, (2, 4, 4))
+    # Every future frame gets the last context frame's codes at the initial gain, and only
+    # the last context frame matters to the prior.
+    expected = COPY_GAIN_INIT * context[:, :, -1:].expand(-1, -1, 2, -1, -1)
+    assert torch.allclose(difference, expected, atol=1e-5)
+    assert count_parameters(with_prior)[0] - count_parameters(without)[0] == CODE_DIM
+
+    # The prior's path is detached: the gradient that reaches the context codes (a trainable
+    # tokenizer's, in joint-i3d) is the transformer's alone.
+    grads = []
+    for model in (with_prior, without):
+        codes = context.clone().requires_grad_()
+        model(codes, (2, 4, 4)).sum().backward()
+        grads.append(codes.grad)
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0
