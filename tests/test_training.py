@@ -53,10 +53,10 @@ def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_pa
     assert {"progress", "eval", "checkpoint"} <= set(kinds)
     # The final model row is the last epoch's evaluation, reused: the held-out clips are
     # predicted once per epoch, plus once for the frame strip.
-    train, eval_clips = results["config"]["train"], results["config"]["train"]["eval_clips"]
+    train = results["config"]["train"]
     last_eval = on_disk["history"][-1]["eval"]
     assert {k: v for k, v in on_disk["final"]["model"].items() if k != "per_frame"} == last_eval
-    assert sum(predict_calls) == train["epochs"] * eval_clips + train["strip_clips"]
+    assert sum(predict_calls) == train["epochs"] * train["eval_clips"] + train["strip_clips"]
     # The model row is measured, not copied: it differs from every reference row.
     assert on_disk["final"]["model"]["psnr"] not in {
         on_disk["final"][name]["psnr"] for name in ("black", "copy_last", "oracle")}
