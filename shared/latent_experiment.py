@@ -96,6 +96,32 @@ def decode_future(
     return frames[:, :, -future_frames:].clamp(-1, 1)
 
 
+def predict_future(
+    tokenizer: MagvitTokenizer,
+    predictor: LatentPredictor,
+    context_bcthw: torch.Tensor,
+    future_frames: int,
+    condition: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The prediction (B, 3, future_frames, H, W) from the context frames alone: their codes,
+    the predictor's logits over the future latent grid, its ``readout``, decoded together."""
+    context_codes = encode_context(tokenizer, context_bcthw)
+    grid = (future_frames // 4, *context_codes.shape[3:])  # a later latent frame: 4 frames
+    logits = predictor(context_codes, grid, condition).float()
+    return decode_future(tokenizer, context_codes, predictor.readout(logits), future_frames)
+
+
+def oracle_future(
+    tokenizer: MagvitTokenizer, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor
+) -> torch.Tensor:
+    """The tokenizer's round trip of the true future, decoded as a prediction would be."""
+    video = torch.cat([context_bcthw, future_bcthw], dim=2)
+    layout = LatentLayout(video.shape[2], context_bcthw.shape[2])
+    context_codes = encode_context(tokenizer, context_bcthw)
+    future_codes = encode_future_target(tokenizer, video, layout)
+    return decode_future(tokenizer, context_codes, future_codes, future_bcthw.shape[2])
+
+
 def weights_fingerprint(module: nn.Module) -> str:
     """Content hash of a module's weights and buffers: the cache key of what a frozen
     network computes."""
@@ -134,7 +160,7 @@ class FrozenTokenizerExperiment(Experiment):
         self.condition = condition
         self.condition_cache = condition_cache if condition is not None else None
         self.encode_batch_size = encode_batch_size
-        self._cached: dict[str, torch.Tensor] | None = None  # stacked cache entries
+        self._cached: dict[str, torch.Tensor] = {}  # stacked cache entries, filled by prepare
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.tokenizer] + ([self.condition.module] if self.condition else [])
@@ -200,7 +226,7 @@ class FrozenTokenizerExperiment(Experiment):
     # -- training -----------------------------------------------------------------------
 
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
-        cached = self._cached or {}
+        cached = self._cached
         code_dim = self.tokenizer.config.code_dim
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size].tolist()
@@ -233,19 +259,13 @@ class FrozenTokenizerExperiment(Experiment):
     def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
         was_training = self.predictor.training
         self.predictor.eval()
-        context_codes = encode_context(self.tokenizer, context_bcthw)
         condition = self.condition(context_bcthw).float() if self.condition else None
-        grid = (future_frames // 4, *context_codes.shape[3:])
-        logits = self.predictor(context_codes, grid, condition).float()
-        future_codes = self.predictor.readout(logits)
+        prediction = predict_future(self.tokenizer, self.predictor, context_bcthw,
+                                    future_frames, condition)
         self.predictor.train(was_training)
-        return decode_future(self.tokenizer, context_codes, future_codes, future_frames)
+        return prediction
 
     @torch.no_grad()
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
-        video = torch.cat([context_bcthw, future_bcthw], dim=2)
-        layout = LatentLayout(video.shape[2], context_bcthw.shape[2])
-        context_codes = encode_context(self.tokenizer, context_bcthw)
-        future_codes = encode_future_target(self.tokenizer, video, layout)
-        return decode_future(self.tokenizer, context_codes, future_codes, future_bcthw.shape[2])
+        return oracle_future(self.tokenizer, context_bcthw, future_bcthw)
 

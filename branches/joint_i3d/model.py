@@ -52,6 +52,8 @@ from shared.latent_experiment import (
     decode_future,
     encode_context,
     encode_future_target,
+    oracle_future,
+    predict_future,
 )
 from shared.magvit import MagvitTokenizer
 from shared.magvit.objective import autoencoder_loss
@@ -204,24 +206,19 @@ class JointI3DExperiment(Experiment):
     def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
         was_training = self.trainable.training
         self.trainable.eval()
-        context_codes = encode_context(self.tokenizer, context_bcthw)
-        grid = (future_frames // 4, *context_codes.shape[3:])
-        logits = self.predictor(context_codes, grid, self.motion_tokens(context_bcthw)).float()
+        prediction = predict_future(self.tokenizer, self.predictor, context_bcthw,
+                                    future_frames, self.motion_tokens(context_bcthw))
         self.trainable.train(was_training)
-        return decode_future(self.tokenizer, context_codes, self.predictor.readout(logits),
-                             future_frames)
+        return prediction
 
     @torch.no_grad()
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
         """The current tokenizer's round trip of the true future (it changes as it trains)."""
         was_training = self.trainable.training
         self.trainable.eval()
-        video = torch.cat([context_bcthw, future_bcthw], dim=2)
-        layout = LatentLayout(video.shape[2], context_bcthw.shape[2])
-        context_codes = encode_context(self.tokenizer, context_bcthw)
-        future_codes = encode_future_target(self.tokenizer, video, layout)
+        round_trip = oracle_future(self.tokenizer, context_bcthw, future_bcthw)
         self.trainable.train(was_training)
-        return decode_future(self.tokenizer, context_codes, future_codes, future_bcthw.shape[2])
+        return round_trip
 
     @torch.no_grad()
     def _probe_codes(self) -> torch.Tensor:
