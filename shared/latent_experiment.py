@@ -104,11 +104,17 @@ def predict_future(
     condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The prediction (B, 3, future_frames, H, W) from the context frames alone: their codes,
-    the predictor's logits over the future latent grid, its ``readout``, decoded together."""
+    the predictor's logits over the future latent grid, its ``readout`` (one or more code
+    draws), each decoded together with the context codes, the decoded frames averaged."""
     context_codes = encode_context(tokenizer, context_bcthw)
     grid = (future_frames // 4, *context_codes.shape[3:])  # a later latent frame: 4 frames
     logits = predictor(context_codes, grid, condition).float()
-    return decode_future(tokenizer, context_codes, predictor.readout(logits), future_frames)
+    draws_sbcthw = predictor.readout(logits)
+    # One draw at a time: memory stays that of a single prediction whatever the draw count.
+    total = decode_future(tokenizer, context_codes, draws_sbcthw[0], future_frames)
+    for codes in draws_sbcthw[1:]:
+        total = total + decode_future(tokenizer, context_codes, codes, future_frames)
+    return total / len(draws_sbcthw)
 
 
 def oracle_future(

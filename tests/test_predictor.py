@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from shared.errors import ConfigError
+from shared.latent_experiment import decode_future, encode_context, predict_future
 from shared.predictor import (
     PREDICTOR_CONFIGS,
     LatentPredictor,
@@ -15,6 +16,7 @@ from shared.predictor import (
     latent_loss,
     predictor_config,
 )
+from shared.testing import micro_clips, micro_tokenizer
 
 CODE_DIM = 18
 
@@ -191,6 +193,7 @@ def test_patched_predictor_predicts_the_full_grid_and_rejects_odd_grids():
 def test_readout_gives_signs_or_expected_codes():
     logits = torch.tensor([-30.0, -1.0, 0.0, 2.0, 30.0]).view(1, 5, 1, 1, 1)
     signs = micro_model().readout(logits)
+    assert signs.shape == (1, *logits.shape)  # one draw
     assert signs.flatten().tolist() == [-1.0, -1.0, -1.0, 1.0, 1.0]
     mean = micro_model(readout="mean").readout(logits).flatten()
     expected = 2 * torch.sigmoid(logits.flatten()) - 1  # E[code] under the bit probabilities
@@ -200,6 +203,35 @@ def test_readout_gives_signs_or_expected_codes():
     assert torch.allclose(mse_mean, torch.tanh(logits.flatten()))
     with pytest.raises(ConfigError, match="readout='median'"):
         PredictorConfig(readout="median")
+
+
+def test_samples_readout_draws_codes_at_the_predicted_bit_probabilities():
+    logits = torch.tensor([-30.0, -1.0, 0.0, 2.0, 30.0]).view(1, 5, 1, 1, 1)
+    model = micro_model(readout="samples", readout_samples=4000)
+    rng_before = torch.get_rng_state()
+    draws = model.readout(logits)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # its own generator
+    assert draws.shape == (4000, *logits.shape)
+    assert set(draws.unique().tolist()) == {-1.0, 1.0}
+    # The share of +1 draws of each bit is its predicted probability; certain bits never flip.
+    share_plus = (draws > 0).float().mean(0).flatten()
+    expected = torch.sigmoid(logits.flatten())
+    assert torch.allclose(share_plus, expected, atol=0.03)
+    assert share_plus[0] == 0.0 and share_plus[-1] == 1.0
+    # Antithetic pairs: draw k + S/2 uses 1 - u where draw k used u, so a bit at probability
+    # 1/2 comes out +1 in exactly one draw of every pair.
+    assert torch.all(draws[:2000, 0, 2] != draws[2000:, 0, 2])
+    # The same logits always give the same draws: evaluation is repeatable.
+    again = micro_model(readout="samples", readout_samples=4000).readout(logits)
+    assert torch.equal(draws, again)
+    # Under the "mse" loss a prediction is tanh(logit), so P(+1) = (1 + tanh(logit)) / 2.
+    mse_draws = micro_model(readout="samples", readout_samples=4000, loss="mse").readout(logits)
+    expected_mse = (1 + torch.tanh(logits.flatten())) / 2
+    assert torch.allclose((mse_draws > 0).float().mean(0).flatten(), expected_mse, atol=0.03)
+    odd = micro_model(readout="samples", readout_samples=3).readout(logits)
+    assert odd.shape == (3, *logits.shape)
+    with pytest.raises(ConfigError, match="readout_samples=0"):
+        PredictorConfig(readout="samples", readout_samples=0)
 
 
 def test_copy_prior_adds_the_last_context_frame_times_a_learned_gain():
@@ -224,3 +256,19 @@ def test_copy_prior_adds_the_last_context_frame_times_a_learned_gain():
         model(codes, (2, 4, 4)).sum().backward()
         grads.append(codes.grad)
     assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0
+
+
+def test_predict_future_averages_the_frames_decoded_from_each_draw():
+    tokenizer = micro_tokenizer()
+    clips = micro_clips(2)
+    context, future_frames = clips[:, :, :5], clips.shape[2] - 5
+    model = micro_model(readout="samples", readout_samples=3)
+    with torch.no_grad():
+        prediction = predict_future(tokenizer, model, context, future_frames)
+        context_codes = encode_context(tokenizer, context)
+        logits = model(context_codes, (future_frames // 4, *context_codes.shape[3:]))
+        decoded = [decode_future(tokenizer, context_codes, codes, future_frames)
+                   for codes in model.readout(logits)]
+        assert len(decoded) == 3 and not torch.allclose(decoded[0], decoded[1])
+        assert torch.allclose(prediction, torch.stack(decoded).mean(0), atol=1e-6)
+        assert torch.equal(prediction, predict_future(tokenizer, model, context, future_frames))
