@@ -49,14 +49,13 @@ def main() -> None:
 
     def experiment(root: Path | None) -> FrozenTokenizerExperiment:
         """Latents and features cached under ``root`` (None: computed for every batch)."""
-        if root is None:
-            return build_experiment(config, condition=condition, tokenizer=tokenizer,
-                                    train_set=train_set, train_clips=args.clips, cache=None)
-        return build_experiment(
-            config, condition=condition, tokenizer=tokenizer, train_set=train_set,
-            train_clips=args.clips, cache=ClipCache(root, kind="latents", key={"benchmark": 1}),
-            condition_cache=ClipCache(root, kind="features", key=condition.cache_key),
-        )
+        latents = features = None
+        if root is not None:
+            latents = ClipCache(root, kind="latents", key={"benchmark": 1})
+            features = ClipCache(root, kind="features", key=condition.cache_key)
+        return build_experiment(config, condition=condition, tokenizer=tokenizer,
+                                train_set=train_set, train_clips=args.clips, cache=latents,
+                                condition_cache=features)
 
     uncached = experiment(None)
     # One untimed batch first: the first call of each conv/attention shape pays for kernel

@@ -35,6 +35,7 @@ from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer
 from shared.magvit.lfq import codes_to_indices, indices_to_codes
 from shared.predictor import LatentPredictor, latent_loss
+from shared.runtime import eval_mode
 from shared.training import Experiment
 
 
@@ -263,13 +264,10 @@ class FrozenTokenizerExperiment(Experiment):
 
     @torch.no_grad()
     def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
-        was_training = self.predictor.training
-        self.predictor.eval()
-        condition = self.condition(context_bcthw).float() if self.condition else None
-        prediction = predict_future(self.tokenizer, self.predictor, context_bcthw,
-                                    future_frames, condition)
-        self.predictor.train(was_training)
-        return prediction
+        with eval_mode(self.predictor):
+            condition = self.condition(context_bcthw).float() if self.condition else None
+            return predict_future(self.tokenizer, self.predictor, context_bcthw,
+                                  future_frames, condition)
 
     @torch.no_grad()
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:

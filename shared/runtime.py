@@ -171,6 +171,18 @@ def budget_steps(budget: StepBudget, optimizer: torch.optim.Optimizer,
             log(f"threads: now {granted} (cores freed by ended jobs)")
 
 
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode (dropout off, BatchNorm on its running statistics) inside the
+    block; back in the mode it had afterwards, even if the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def seed_everything(seed: int) -> None:
     import random
 

@@ -84,3 +84,17 @@ def test_step_budget_warms_up_decays_and_stops_at_either_cap():
     timed = runtime.StepBudget(max_steps=10**6, time_limit_s=0.0, lr=1.0, warmup_steps=1,
                                final_lr_ratio=0.1)
     assert list(runtime.budget_steps(timed, optimizer, print)) == []
+
+
+def test_eval_mode_restores_the_mode_a_module_had_even_on_error():
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(2))
+    with runtime.eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert all(m.training for m in model.modules())
+    with pytest.raises(RuntimeError, match="boom"), runtime.eval_mode(model):
+        raise RuntimeError("boom")
+    assert all(m.training for m in model.modules())
+    model.eval()
+    with runtime.eval_mode(model):
+        pass
+    assert not any(m.training for m in model.modules())  # an eval model stays in eval

@@ -61,6 +61,7 @@ from shared.metrics import clip_metrics
 from shared.motion.i3d import MIN_FRAMES, I3DFeatures, InceptionI3d
 from shared.motion.inputs import select_frames
 from shared.predictor import LatentPredictor, codes_from_logits, latent_loss
+from shared.runtime import eval_mode
 from shared.training import Experiment
 
 
@@ -204,31 +205,21 @@ class JointI3DExperiment(Experiment):
 
     @torch.no_grad()
     def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
-        was_training = self.trainable.training
-        self.trainable.eval()
-        prediction = predict_future(self.tokenizer, self.predictor, context_bcthw,
-                                    future_frames, self.motion_tokens(context_bcthw))
-        self.trainable.train(was_training)
-        return prediction
+        with eval_mode(self.trainable):
+            return predict_future(self.tokenizer, self.predictor, context_bcthw,
+                                  future_frames, self.motion_tokens(context_bcthw))
 
     @torch.no_grad()
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
         """The current tokenizer's round trip of the true future (it changes as it trains)."""
-        was_training = self.trainable.training
-        self.trainable.eval()
-        round_trip = oracle_future(self.tokenizer, context_bcthw, future_bcthw)
-        self.trainable.train(was_training)
-        return round_trip
+        with eval_mode(self.trainable):
+            return oracle_future(self.tokenizer, context_bcthw, future_bcthw)
 
     @torch.no_grad()
     def _probe_codes(self) -> torch.Tensor:
         assert self.probe_bcthw is not None
-        was_training = self.tokenizer.training
-        self.tokenizer.eval()
-        probe = self.probe_bcthw.to(self.device)
-        codes = self.tokenizer.encode(probe)[0].cpu()
-        self.tokenizer.train(was_training)
-        return codes
+        with eval_mode(self.tokenizer):
+            return self.tokenizer.encode(self.probe_bcthw.to(self.device))[0].cpu()
 
     @torch.no_grad()
     def epoch_metrics(self) -> dict[str, float]:
@@ -236,12 +227,10 @@ class JointI3DExperiment(Experiment):
         clip, oracle PSNR of the future, and the share of code bits that changed."""
         if self.probe_bcthw is None or self.probe_codes_start is None:
             return {}
-        was_training = self.tokenizer.training
-        self.tokenizer.eval()
         probe = self.probe_bcthw.to(self.device)
-        codes = self.tokenizer.encode(probe)[0]
-        reconstruction = self.tokenizer.decode(codes).clamp(-1, 1)
-        self.tokenizer.train(was_training)
+        with eval_mode(self.tokenizer):
+            codes = self.tokenizer.encode(probe)[0]
+            reconstruction = self.tokenizer.decode(codes).clamp(-1, 1)
         c = self.layout.context_frames
         oracle = self.oracle(probe[:, :, :c], probe[:, :, c:])
         return {

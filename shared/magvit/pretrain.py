@@ -70,6 +70,7 @@ from shared.runtime import (
     budget_steps,
     configure_threads,
     environment,
+    eval_mode,
     seed_everything,
 )
 
@@ -232,22 +233,20 @@ def evaluate(model: MagvitTokenizer, source: ClipSource, config: PretrainConfig)
 
     PSNR / SSIM are means over (clip, frame) pairs with ``shared.metrics`` conventions.
     """
-    was_training = model.training
-    model.eval()
     from shared.metrics import clip_metrics
 
     psnrs, ssims, l1s, indices = [], [], [], []
-    for start in range(0, source.num_eval, config.eval_batch_size):
-        stop = min(start + config.eval_batch_size, source.num_eval)
-        video = torch.stack([source.eval_clip(i) for i in range(start, stop)])
-        codes, idx = model.encode(video)
-        recon = model.decode(codes)
-        scores = clip_metrics(recon, video)  # (B, T) each, the project's OpenSTL conventions
-        psnrs.append(scores["psnr"])
-        ssims.append(scores["ssim"])
-        l1s.append((recon.clamp(-1, 1) - video).abs().mean(dim=(1, 2, 3, 4)))
-        indices.append(idx.flatten())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, source.num_eval, config.eval_batch_size):
+            stop = min(start + config.eval_batch_size, source.num_eval)
+            video = torch.stack([source.eval_clip(i) for i in range(start, stop)])
+            codes, idx = model.encode(video)
+            recon = model.decode(codes)
+            scores = clip_metrics(recon, video)  # (B, T) each: the OpenSTL conventions
+            psnrs.append(scores["psnr"])
+            ssims.append(scores["ssim"])
+            l1s.append((recon.clamp(-1, 1) - video).abs().mean(dim=(1, 2, 3, 4)))
+            indices.append(idx.flatten())
     all_indices = torch.cat(indices)
     bits = torch.stack([(all_indices >> d) & 1 for d in range(model.config.code_dim)], 1).float()
     return {

@@ -69,6 +69,7 @@ from shared.runtime import (
     budget_steps,
     configure_threads,
     environment,
+    eval_mode,
     seed_everything,
 )
 
@@ -290,20 +291,18 @@ def _context_batch(dataset: Any, indices: list[int], context_frames: int) -> tup
 @torch.no_grad()
 def evaluate(classifier: MotionClassifier, dataset: Any, config: MotionPretrainConfig,
              context_frames: int, num_classes: int) -> dict[str, Any]:
-    was_training = classifier.training
-    classifier.eval()
     correct = torch.zeros(num_classes)
     total = torch.zeros(num_classes)
     losses = []
-    for start in range(0, config.eval_clips, config.eval_batch_size):
-        indices = list(range(start, min(start + config.eval_batch_size, config.eval_clips)))
-        video, labels = _context_batch(dataset, indices, context_frames)
-        logits = classifier(video)
-        losses.append(F.cross_entropy(logits, labels, reduction="sum"))
-        hits = (logits.argmax(1) == labels).float()
-        correct.index_add_(0, labels, hits)
-        total.index_add_(0, labels, torch.ones_like(hits))
-    classifier.train(was_training)
+    with eval_mode(classifier):
+        for start in range(0, config.eval_clips, config.eval_batch_size):
+            indices = list(range(start, min(start + config.eval_batch_size, config.eval_clips)))
+            video, labels = _context_batch(dataset, indices, context_frames)
+            logits = classifier(video)
+            losses.append(F.cross_entropy(logits, labels, reduction="sum"))
+            hits = (logits.argmax(1) == labels).float()
+            correct.index_add_(0, labels, hits)
+            total.index_add_(0, labels, torch.ones_like(hits))
     return {
         "accuracy": float(correct.sum() / total.sum()),
         "loss": float(torch.stack(losses).sum() / total.sum()),
