@@ -6,40 +6,16 @@ writes, so `status` and the report can show which test failed and why.
 
 from __future__ import annotations
 
-import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from orchestrator.config import Config, Variant
-from orchestrator.executor import JobSpec
-from orchestrator.state import GateResult, TestOutcome
+from orchestrator.executors import JobSpec
+from orchestrator.formats import GateResult, Outcome, TestOutcome
+from orchestrator.jobenv import job_env
 
-PRESET_ENV = "ORCH_PRESET"
-# A file orch may rewrite while a CPU job runs, with the thread count it may use from then on
-# (cores freed by ended jobs); the variants' training loop follows it (shared.runtime).
-THREADS_FILE_ENV = "ORCH_THREADS_FILE"
-
-
-def grant_threads(threads_file: Path, threads: int) -> None:
-    """Let the job that follows ``threads_file`` use ``threads`` threads from now on."""
-    from orchestrator.state import write_atomic
-
-    write_atomic(threads_file, f"{threads}\n")
-
-
-def job_env(worktree: Path, cuda_visible: str, threads: int, preset: str) -> dict[str, str]:
-    """The environment of every process orch starts in a worktree: the worktree first on the
-    import path, the devices it may see, its thread share."""
-    path = os.environ.get("PYTHONPATH", "")
-    return {
-        "PYTHONPATH": str(worktree) + (os.pathsep + path if path else ""),
-        "CUDA_VISIBLE_DEVICES": cuda_visible,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "PYTHONUNBUFFERED": "1",
-        PRESET_ENV: preset,
-    }
+JUNIT_OUTCOMES: dict[str, Outcome] = {"failure": "failed", "error": "error", "skipped": "skipped"}
 
 
 def gate_spec(cfg: Config, v: Variant, worktree: Path, out_dir: Path, threads: int) -> JobSpec:
@@ -73,18 +49,18 @@ def parse_junit(path: Path) -> list[TestOutcome]:
         name = case.get("name", "")
         module = classname.rsplit(".", 1)[-1] if classname else ""
         full = f"{module}::{name}" if module else name
-        outcome = "passed"
+        outcome: Outcome = "passed"
         message = ""
         for child in case:
             tag = child.tag
             if tag in ("failure", "error", "skipped"):
-                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+                outcome = JUNIT_OUTCOMES[tag]
                 message = _one_line(child.get("message") or child.text or "")
                 break
         tests.append(
             TestOutcome(
                 name=full,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 seconds=float(case.get("time") or 0.0),
                 message=message,
             )

@@ -1,16 +1,16 @@
 """The run driver: shared jobs, gates, then training jobs on the device slots.
 
 One `Driver` per orch invocation holds the lock, owns the RunState and is its only writer.
-Every change is saved atomically and passed to `on_update` (the live view). Ctrl-C or
-SIGTERM stops every job's process group (SIGTERM, SIGKILL after the grace period), records
-the jobs as cancelled and leaves worktrees and checkpoints in place for `--resume`.
+Changes are saved atomically (at most a few times a second while jobs run, at once when the
+run ends) and passed to `on_update` (the live view). Ctrl-C or SIGTERM stops every job
+(SIGTERM, SIGKILL after the grace period), records the jobs as cancelled and leaves
+worktrees and checkpoints in place for `--resume`.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import re
 import signal
 import sys
 import time
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 from orchestrator import gate as gates
 from orchestrator import shared_jobs
@@ -27,35 +27,29 @@ from orchestrator import worktrees as wt
 from orchestrator.config import Config, Variant
 from orchestrator.devices import Gpu, NeverFits, Request, cpu_cores, discover_gpus, thread_share
 from orchestrator.errors import GateFailed, Interrupted, JobFailed, Locked, OrchError, UsageError
-from orchestrator.executor import (
-    Executor,
-    JobHandle,
-    JobSpec,
-    LocalExecutor,
-    stop,
-    stop_group,
-)
+from orchestrator.executors import Executor, JobHandle, JobSpec, LocalExecutor, stop, stop_orphan
+from orchestrator.failures import exit_reason, log_tail
+from orchestrator.formats import write_text_atomic
+from orchestrator.jobenv import THREADS_FILE, grant_threads, job_env
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import (
     JobState,
     RunState,
+    RunStatus,
     Stage,
     job_name,
     latest_run_id,
     load_run,
     new_run_id,
-    read_events,
     refresh_liveness,
     run_dir,
     save_run,
-    write_atomic,
 )
 
 OnUpdate = Callable[[RunState], None]
 POLL_S = 0.1
-TAIL_LINES = 20
-THREADS_FILE = "orch-threads"  # in a job's output dir: its current thread grant
-OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I)
+SAVE_INTERVAL_S = 0.25  # while jobs run, state.json is rewritten at most this often
+VIEW_INTERVAL_S = 0.25
 
 
 # ---------------------------------------------------------------------------- lock
@@ -105,32 +99,6 @@ def _signals() -> Iterator[None]:
 # ---------------------------------------------------------------------------- failures
 
 
-def log_tail(path: Path, n: int = TAIL_LINES) -> list[str]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 16384))
-        lines = f.read().decode(errors="replace").splitlines()
-    return [ln.rstrip() for ln in lines if ln.strip()][-n:]
-
-
-def exit_reason(code: int, events_path: Path, tail: list[str]) -> str:
-    """One line for why a job ended with `code`: its error event, else its log's last line.
-    A CUDA out-of-memory is named as such whichever way it shows up."""
-    errors = [e for e in read_events(events_path) if e.get("event") == "error"]
-    text = "\n".join(tail)
-    if (errors and errors[-1].get("kind") == "oom") or OOM_RE.search(text):
-        detail = str(errors[-1].get("message", "")) if errors else ""
-        return "CUDA out of memory" + (f": {detail}" if detail else "")
-    if code > 128 and code - 128 in signal.Signals._value2member_map_:
-        return f"killed by {signal.Signals(code - 128).name}"
-    if errors and errors[-1].get("message"):
-        return f"exit {code}: {errors[-1]['message']}"[:300]
-    last = next((ln.strip() for ln in reversed(tail) if not ln.startswith("$ ")), "")
-    return f"exit {code}: {last}"[:300] if last else f"exit {code}"
-
-
 def outcome_error(run: RunState) -> OrchError | None:
     """The error a command exits with for this finished run, or None if it all went well."""
     failed = [j for j in run.jobs if j.stage == Stage.failed]
@@ -157,122 +125,141 @@ class Driver:
     home: Path
     on_update: OnUpdate | None = None
     executor: Executor = field(default_factory=LocalExecutor)
-    gpus: list[Gpu] | None = None  # None: discover
+    gpus: list[Gpu] | None = None  # None: ask the executor, else discover
     cores: int | None = None
     run: RunState = field(init=False)
-    handles: dict[str, tuple[JobHandle, Any]] = field(default_factory=dict)
+    handles: dict[str, JobHandle] = field(default_factory=dict)
+    _unsaved: bool = False
+    _last_save: float = 0.0
     _last_view: float = 0.0
 
     # --- state
 
-    def save(self) -> None:
-        save_run(self.home, self.run)
-        self._view(force=True)
+    def save(self, *, now: bool = False) -> None:
+        """Record a change: written at once with ``now``, else within SAVE_INTERVAL_S (the
+        poll loop flushes), so a burst of job events costs one write."""
+        self._unsaved = True
+        if now or time.monotonic() - self._last_save >= SAVE_INTERVAL_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._unsaved:
+            save_run(self.home, self.run)
+            self._unsaved, self._last_save = False, time.monotonic()
+            self._view(force=True)
+        else:
+            self._view()
 
     def _view(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.on_update is not None and (force or now - self._last_view >= 0.25):
-            self._last_view = now
+        clock = time.monotonic()
+        if self.on_update is not None and (force or clock - self._last_view >= VIEW_INTERVAL_S):
+            self._last_view = clock
             self.on_update(self.run)
 
-    def _new_run(
+    def new_run(
         self, command: str, preset: str, variants: list[Variant], seeds: int,
         stage: Stage = Stage.pending,
     ) -> None:
         rid = new_run_id()
         self.run = RunState(
             run_id=rid, preset=preset, started=time.time(), orchestrator_pid=os.getpid(),
-            command=command,
+            orchestrator_started=time.time(), command=command,
         )
         rdir = run_dir(self.home, rid)
         for v in variants:
             for seed in range(seeds):
                 name = job_name(v.name, seed, seeds)
-                self.run.jobs.append(
-                    JobState(
-                        variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
-                        stage=stage,
-                        worktree=str(self.cfg.worktree_path(v)),
-                        output_dir=str(rdir / name), log_path=str(rdir / name / "train.log"),
-                    )
-                )
-        self.save()
+                self.run.jobs.append(JobState(
+                    variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
+                    stage=stage, worktree=str(self.cfg.worktree_path(v)),
+                    output_dir=str(rdir / name), log_path=str(rdir / name / "train.log"),
+                ))
+        save_run(self.home, self.run, latest=True)
+
+    def adopt(self, run: RunState) -> None:
+        """Take over an earlier run (resume): this process now owns it."""
+        run.orchestrator_pid, run.orchestrator_started = os.getpid(), time.time()
+        run.status, run.finished = RunStatus.running, None
+        self.run = run
+        save_run(self.home, run, latest=True)
 
     def _variant(self, name: str) -> Variant:
         return next(v for v in self.cfg.variants if v.name == name)
 
-    # --- the phases
+    # --- the one poll loop
 
-    def _wait(self, on_exit: Callable[[str, int], None]) -> None:
-        """Poll the running handles until all have ended, calling on_exit for each."""
-        while self.handles:
-            for key, (h, _) in list(self.handles.items()):
-                code = h.poll()
+    def _run_jobs(self, start_ready: Callable[[], None], ended: Callable[[str, int], None],
+                  waiting: Callable[[], bool]) -> None:
+        """Start what may start, reap what ended, save and redraw; until nothing runs and
+        nothing waits."""
+        start_ready()
+        while self.handles or waiting():
+            for key, handle in list(self.handles.items()):
+                code = handle.poll()
                 if code is not None:
                     del self.handles[key]
-                    on_exit(key, code)
-            self._view()
+                    ended(key, code)
+                    start_ready()  # its slot goes to the next job before anything else
+            self._flush()
             time.sleep(POLL_S)
+        self._flush()
+
+    # --- shared jobs
 
     def shared(self, preset: str) -> dict[str, list[str]]:
         """Run (or reuse) the shared jobs this preset's variants need; per variant, the train
         arguments that hand it their artifacts."""
         wanted = {j.variant for j in self.run.jobs}
-        args: dict[str, list[str]] = {name: [] for name in wanted}
         plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset)
                  if any(p.job.serves(name) for name in wanted)]
-        # Independent jobs that are not cached go through the same CPU-slot queue as the
-        # trainings, in config order (put the longest first): as many at once as the cores
-        # hold at their thread share, the next one starting when one ends, and once nothing
-        # waits, the cores they free go to the ones still running. (On a GPU machine they all
-        # use GPU 0 beside their threads.)
         todo = {p.name: p for p in plans if not p.cached}
-        cuda = "0" if self._gpus() else ""
-        sched: Scheduler[str] = Scheduler([], self._cores())
-        for name in todo:
-            sched.submit(name, Request(gpus=0))
-        sched.plan_threads()
-        specs: dict[str, JobSpec] = {}
-        codes: dict[str, int] = {}
-
-        def start_ready() -> None:
-            for name, a in sched.ready():
-                specs[name] = shared_jobs.spec(self.cfg, todo[name], cuda, a.threads)
-                self.handles[name] = (self.executor.submit(specs[name]), todo[name])
-
-        def ended(name: str, code: int) -> None:
-            codes[name] = code
-            sched.release(name)
-            start_ready()
-            if not cuda and self.executor.thread_grants:
-                for other, threads in sched.lend_idle_cores().items():
-                    gates.grant_threads(todo[other].threads_file, threads)
-
-        start_ready()
         # The variants wait on these: say so in the state, for the live view and `status`.
         self.run.shared_running = [p.job.name for p in todo.values()]
-        self.save()
-        self._wait(ended)
+        self.save(now=True)
+        codes = self._run_shared(todo)
         self.run.shared_running = []
-        failures = []
-        for name, spec in specs.items():
-            p, code = todo[name], codes[name]
-            if code != 0 or not shared_jobs.finish(p):
-                tail = log_tail(spec.log_path)
-                reason = exit_reason(code, p.work_dir / "events.jsonl", tail)
-                if code == 0:
-                    reason = f"it wrote no {p.job.artifact}"
-                failures.append(f"shared job {p.job.name} ({preset}) failed: {reason}; "
-                                f"log: {spec.log_path}")
+        failures = [f for f in (shared_jobs.failure(p, codes[name]) for name, p in todo.items())
+                    if f]
         if failures:
             raise JobFailed("; ".join(failures))
+        args: dict[str, list[str]] = {name: [] for name in wanted}
         for p in plans:
             self.run.artifacts[p.job.name] = str(p.artifact)
             for name in wanted:
                 if p.job.serves(name):
                     args[name] += p.train_args
-        self.save()
+        self.save(now=True)
         return args
+
+    def _run_shared(self, todo: dict[str, shared_jobs.SharedPlan]) -> dict[str, int]:
+        """The shared jobs that are not cached, through the same CPU-slot queue as the
+        trainings, in config order (put the longest first): as many at once as the cores hold
+        at their thread share, the next one starting when one ends; once nothing waits, the
+        cores they free go to the ones still running. (On a GPU machine they all use GPU 0
+        beside their threads.) Returns each job's exit code."""
+        cuda = "0" if self._gpus() else ""
+        sched: Scheduler[str] = Scheduler([], self._cores())
+        for name in todo:
+            sched.submit(name, Request(gpus=0))
+        sched.plan_threads()
+        codes: dict[str, int] = {}
+
+        def start_ready() -> None:
+            for name, a in sched.ready():
+                spec = shared_jobs.spec(self.cfg, todo[name], cuda, a.threads)
+                self.handles[name] = self.executor.submit(spec)
+            if not cuda and self.executor.thread_grants:
+                for other, threads in sched.lend_idle_cores().items():
+                    grant_threads(todo[other].threads_file, threads)
+
+        def ended(name: str, code: int) -> None:
+            codes[name] = code
+            sched.release(name)
+
+        self._run_jobs(start_ready, ended, lambda: bool(sched.queue))
+        return codes
+
+    # --- gates
 
     def gate(self, jobs: list[JobState], final_stage: Stage) -> None:
         """Run the gate of every variant among `jobs`, all at once."""
@@ -280,40 +267,44 @@ class Driver:
         for j in jobs:
             by_variant.setdefault(j.variant, []).append(j)
         threads = thread_share(len(by_variant), self._cores())
-        infos: dict[str, tuple[str, JobSpec, float]] = {}
-        for name, group in by_variant.items():
-            v = self._variant(name)
-            worktree = wt.require_worktree(self.cfg, v)
+        specs: dict[str, tuple[str, JobSpec, float]] = {}
+        for name in by_variant:
+            worktree = wt.require_worktree(self.cfg, self._variant(name))
             out = run_dir(self.home, self.run.run_id) / "gates" / name
             out.mkdir(parents=True, exist_ok=True)
             (out / "junit.xml").unlink(missing_ok=True)
-            spec = gates.gate_spec(self.cfg, v, worktree, out, threads)
-            h = self.executor.submit(spec)
-            for j in group:
-                j.stage, j.pid, j.pgid, j.started, j.reason = (
-                    Stage.gating, h.pid, h.pgid, time.time(), "")
-            self.handles[spec.name] = (h, None)
-            infos[spec.name] = (name, spec, time.time())
-        self.save()
+            spec = gates.gate_spec(self.cfg, self._variant(name), worktree, out, threads)
+            specs[spec.name] = (name, spec, time.time())
 
-        def done(key: str, code: int) -> None:
-            name, spec, t0 = infos[key]
+        def start_all() -> None:  # once: an ended gate leaves `specs`
+            for key, (name, spec, _) in list(specs.items()):
+                if key in self.handles:
+                    continue
+                handle = self.executor.submit(spec)
+                self.handles[key] = handle
+                specs[key] = (name, spec, time.time())
+                for j in by_variant[name]:
+                    j.stage, j.pid, j.started, j.reason = Stage.gating, handle.pid, time.time(), ""
+                self.save()
+
+        def ended(key: str, code: int) -> None:
+            name, spec, t0 = specs.pop(key)
             result = gates.gate_result(
                 spec.log_path.parent / "junit.xml", code, time.time() - t0, spec.log_path
             )
             for j in by_variant[name]:
-                j.gate = result
-                j.pid = j.pgid = None
+                j.gate, j.pid = result, None
                 if result.passed:
                     j.stage = final_stage
-                    if final_stage.finished:
-                        j.finished = time.time()
+                    j.finished = time.time() if final_stage.finished else None
                 else:
                     j.stage, j.finished = Stage.gate_failed, time.time()
                     j.reason = gates.failure_reason(result)
             self.save()
 
-        self._wait(done)
+        self._run_jobs(start_all, ended, lambda: False)
+
+    # --- training
 
     def train(
         self, jobs: list[JobState], extra_args: dict[str, list[str]], resume: bool
@@ -331,55 +322,71 @@ class Driver:
             except NeverFits as e:
                 j.stage, j.reason, j.finished = Stage.failed, f"cannot run here: {e}", time.time()
         sched.plan_threads()
-        self.save()
+        self.save(now=True)
         by_name = {j.name: j for j in jobs}
 
-        def done(key: str, code: int) -> None:
-            j = by_name[key]
-            sched.release(key)
-            grants = sched.lend_idle_cores() if self.executor.thread_grants else {}
-            for other, threads in grants.items():
-                gates.grant_threads(Path(by_name[other].output_dir) / THREADS_FILE, threads)
-                by_name[other].threads = threads
-            j.exit_code, j.finished, j.pid, j.pgid = code, time.time(), None, None
-            if code == 0 and j.results_path.exists():
-                j.stage, j.reason = Stage.done, ""
-            else:
-                tail = log_tail(Path(j.log_path))
-                j.stage = Stage.failed
-                j.log_tail = tail
-                j.reason = (
-                    exit_reason(code, j.events_path, tail) if code
-                    else "exit 0 but no results.json"
-                )
-            self.save()
-
-        while not sched.idle:
+        def start_ready() -> None:
             for key, a in sched.ready():
-                self._start(by_name[key], a.device, list(a.gpus), a.cuda_visible_devices,
-                            a.threads, extra_args.get(by_name[key].variant, []), resume,
-                            a.memory_mb)
-            for key, (h, _) in list(self.handles.items()):
-                code = h.poll()
-                if code is not None:
-                    del self.handles[key]
-                    done(key, code)
-            self._view()
-            time.sleep(POLL_S)
+                j = by_name[key]
+                self._start(j, a.device, list(a.gpus), a.cuda_visible_devices, a.threads,
+                            extra_args.get(j.variant, []), resume, a.memory_mb)
+            if self.executor.thread_grants:
+                for other, threads in sched.lend_idle_cores().items():
+                    grant_threads(Path(by_name[other].output_dir) / THREADS_FILE, threads)
+                    by_name[other].threads = threads
+                    self.save()
+
+        def ended(key: str, code: int) -> None:
+            sched.release(key)
+            self._record_exit(by_name[key], code)
+
+        self._run_jobs(start_ready, ended, lambda: bool(sched.queue))
+
+    def _record_exit(self, j: JobState, code: int) -> None:
+        j.exit_code, j.finished, j.pid = code, time.time(), None
+        if code == 0 and j.results_path.exists():
+            j.stage, j.reason = Stage.done, ""
+        else:
+            tail = log_tail(Path(j.log_path))
+            j.stage, j.log_tail = Stage.failed, tail
+            j.reason = (exit_reason(code, j.events_path, tail) if code
+                        else "exit 0 but no results.json")
+        self.save()
 
     def _start(
         self, j: JobState, device: str, gpus: list[int], cuda: str, threads: int,
         extra_args: list[str], resume: bool, memory_mb: int = 0,
     ) -> None:
         v = self._variant(j.variant)
-        worktree = wt.require_worktree(self.cfg, v)
+        worktree = self.cfg.worktree_path(v)
+        if not worktree.is_dir():  # checked at the start of the run; removed since?
+            wt.require_worktree(self.cfg, v)
         out = Path(j.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         snap = wt.snapshot(worktree)
         j.commit, j.dirty = snap.commit, snap.dirty
         if snap.dirty:
-            write_atomic(out / "diff.patch", snap.diff)
+            write_text_atomic(out / "diff.patch", snap.diff)
             j.diff_path = str(out / "diff.patch")
+        spec = JobSpec(
+            j.name, self._train_argv(j, v, threads, extra_args, resume), worktree,
+            Path(j.log_path),
+            job_env(worktree, cuda, threads, j.preset, threads_file=out / THREADS_FILE),
+            tuple(gpus), threads, gpu_memory_mb=memory_mb, commit=snap.commit, diff=snap.diff,
+            output_dir=out,
+        )
+        handle = self.executor.submit(spec)
+        self.handles[j.name] = handle
+        j.stage, j.device, j.gpus, j.threads = Stage.training, device, gpus, threads
+        j.pid, j.started, j.finished, j.exit_code = handle.pid, time.time(), None, None
+        j.reason = ""
+        self.save()
+
+    def _train_argv(self, j: JobState, v: Variant, threads: int, extra_args: list[str],
+                    resume: bool) -> list[str]:
+        """The train contract's command line (requirements.md): preset, output, seed,
+        threads, shared artifacts, then the preset's and the variant's own arguments."""
+        out = Path(j.output_dir)
         preset = self.cfg.presets[j.preset]
         argv = [
             self.cfg.python or sys.executable, "-m", v.module,
@@ -392,21 +399,7 @@ class Driver:
             argv += ["--data", str(self.cfg.root / preset.data)]
         if preset.tokenizer and "--tokenizer" not in argv:
             argv += ["--tokenizer", preset.tokenizer]
-        argv += [*preset.train_args, *v.train_args]
-        env = gates.job_env(worktree, cuda, threads, j.preset)
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices nvidia-smi shows
-        (out / THREADS_FILE).unlink(missing_ok=True)  # a grant from an earlier attempt
-        env[gates.THREADS_FILE_ENV] = str(out / THREADS_FILE)
-        h = self.executor.submit(
-            JobSpec(j.name, argv, worktree, Path(j.log_path), env, tuple(gpus), threads,
-                    gpu_memory_mb=memory_mb, commit=snap.commit, diff=snap.diff,
-                    output_dir=out)
-        )
-        self.handles[j.name] = (h, j)
-        j.stage, j.device, j.gpus, j.threads = Stage.training, device, gpus, threads
-        j.pid, j.pgid, j.started, j.finished, j.exit_code = h.pid, h.pgid, time.time(), None, None
-        j.reason = ""
-        self.save()
+        return [*argv, *preset.train_args, *v.train_args]
 
     # --- machine
 
@@ -422,25 +415,24 @@ class Driver:
             self.cores = found[1] if found else cpu_cores()
         return self.cores
 
-    # --- Ctrl-C
+    # --- stopping
 
-    def cancel(self, why: str) -> None:
-        handles = [h for h, _ in self.handles.values()]
-        stop(handles, self.cfg.grace_seconds)
+    def finish(self) -> None:
+        ok = all(j.stage == Stage.done for j in self.run.jobs)
+        self.run.status = RunStatus.done if ok else RunStatus.failed
+        self.run.finished = time.time()
+        self.save(now=True)
+
+    def abort(self, stage: Stage, why: str, status: RunStatus) -> None:
+        """Stop every running job and record the unfinished ones as ``stage`` for ``why``."""
+        stop(list(self.handles.values()), self.cfg.grace_seconds)
         self.handles.clear()
         now = time.time()
         for j in self.run.jobs:
             if not j.stage.finished:
-                j.stage, j.reason, j.finished, j.pid, j.pgid = (
-                    Stage.cancelled, why, now, None, None)
-        self.run.status, self.run.finished = "cancelled", now
-        self.save()
-
-    def finish(self) -> None:
-        ok = all(j.stage == Stage.done for j in self.run.jobs)
-        self.run.status = "done" if ok else "failed"
-        self.run.finished = time.time()
-        self.save()
+                j.stage, j.reason, j.finished, j.pid = stage, why, now, None
+        self.run.status, self.run.finished = status, now
+        self.save(now=True)
 
     @contextmanager
     def guarded(self) -> Iterator[None]:
@@ -448,51 +440,19 @@ class Driver:
             with _signals():
                 yield
         except KeyboardInterrupt:
-            self.cancel("interrupted (Ctrl-C)")
+            self.abort(Stage.cancelled, "interrupted (Ctrl-C)", RunStatus.cancelled)
             raise Interrupted(
                 f"interrupted: jobs stopped and marked cancelled; worktrees and outputs kept "
                 f"in {run_dir(self.home, self.run.run_id)}; continue with `orch train --resume`"
             ) from None
         except BaseException as e:
-            # Stop what runs, and leave a state that says why instead of "running" forever.
-            stop([h for h, _ in self.handles.values()], self.cfg.grace_seconds)
-            self.handles.clear()
+            # Leave a state that says why, instead of "running" forever.
             why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            now = time.time()
-            for j in self.run.jobs:
-                if not j.stage.finished:
-                    j.stage, j.reason, j.finished, j.pid, j.pgid = (
-                        Stage.failed, f"orch stopped: {why}", now, None, None)
-            self.run.status, self.run.finished = "failed", now
-            self.save()
+            self.abort(Stage.failed, f"orch stopped: {why}", RunStatus.failed)
             raise
 
 
 # ---------------------------------------------------------------------------- entry points
-
-
-BACKENDS = ("local", "ray")
-
-
-@contextmanager
-def backend(cfg: Config, name: str, address: str | None = None) -> Iterator[Executor]:
-    """The executor `--backend NAME [--address ADDR]` asks for, released when the run ends.
-    Ray is imported only here, only for `ray`."""
-    if name not in BACKENDS:
-        raise UsageError(f"unknown --backend {name!r}; use {' or '.join(BACKENDS)}")
-    if address and name != "ray":
-        raise UsageError("--address is for --backend ray")
-    if name == "local":
-        yield LocalExecutor()
-        return
-    from orchestrator.ray_executor import connect
-
-    ex = connect(cfg.ray, address, cfg.grace_seconds)
-    try:
-        yield ex
-    finally:
-        ex.close()
-
 
 
 def test_all(
@@ -503,7 +463,7 @@ def test_all(
         d = Driver(cfg, home, on_update)
         for v in variants:
             wt.require_worktree(cfg, v)
-        d._new_run("test-all", cfg.gate_preset, variants, 1)
+        d.new_run("test-all", cfg.gate_preset, variants, 1)
         with d.guarded():
             d.gate(d.run.jobs, Stage.done)
             d.finish()
@@ -534,10 +494,10 @@ def train(
         for v in variants:
             wt.require_worktree(cfg, v)
         if resume:
-            _resume(d, variants)
+            d.adopt(_resumable(cfg, home, variants))
         else:
-            d._new_run(command, preset, variants, seeds,
-                       Stage.spawned if spawn else Stage.pending)
+            d.new_run(command, preset, variants, seeds,
+                      Stage.spawned if spawn else Stage.pending)
         with d.guarded():
             extra = d.shared(d.run.preset)
             need_gate = [j for j in d.run.jobs if j.stage in (Stage.pending, Stage.spawned)]
@@ -549,9 +509,10 @@ def train(
         return d.run
 
 
-def _resume(d: Driver, variants: list[Variant]) -> None:
-    rid = latest_run_id(d.home, commands=("train", "run"))
-    old = load_run(d.home, rid) if rid else None
+def _resumable(cfg: Config, home: Path, variants: list[Variant]) -> RunState:
+    """The last train/run with its unfinished jobs of ``variants`` set to go again."""
+    rid = latest_run_id(home, commands=("train", "run"))
+    old = load_run(home, rid) if rid else None
     if old is None:
         raise UsageError("nothing to resume: no earlier `orch train` or `orch run` here")
     old = refresh_liveness(old)
@@ -564,15 +525,12 @@ def _resume(d: Driver, variants: list[Variant]) -> None:
     for j in todo:
         # An orphan from a killed orchestrator still runs: stop it, then continue from its
         # last checkpoint, so no job runs twice over the same output dir.
-        if j.pgid:
-            stop_group(j.pgid, d.cfg.grace_seconds)
+        stop_orphan(j.pid, j.started, cfg.grace_seconds)
         gate_ok = j.gate is not None and j.gate.passed
         j.stage = Stage.queued if gate_ok else Stage.pending
-        j.pid = j.pgid = j.exit_code = j.finished = None
+        j.pid = j.exit_code = j.finished = None
         j.reason = ""
-    old.orchestrator_pid, old.status, old.finished = os.getpid(), "running", None
-    d.run = old
-    d.save()
+    return old
 
 
 def run_all(
@@ -586,13 +544,10 @@ def run_all(
 ) -> tuple[RunState, Path | None]:
     """`orch run`: spawn, shared jobs, gates, training, then the comparison report (also when
     some jobs failed: the report shows failures). Returns the run and report.md's path."""
+    from orchestrator.report import build_report, write_report
+
     run = train(cfg, home, variants, preset, seeds=seeds, spawn=True, command="run",
                 on_update=on_update, executor=executor)
-    try:
-        from orchestrator.report import build_report
-    except ImportError:
-        return run, None
     rdir = run_dir(home, run.run_id)
-    build_report(rdir)
-    report = rdir / "report.md"
-    return run, report if report.exists() else None
+    report = write_report(build_report(rdir), rdir)
+    return run, report.markdown_path

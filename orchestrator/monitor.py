@@ -14,7 +14,6 @@ Cost per poll is a few ``stat`` calls plus whatever bytes were appended since th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -30,8 +29,9 @@ from rich.text import Text
 
 from orchestrator import state as st
 from orchestrator.errors import UsageError
-from orchestrator.results import EventTail, JobProgress
-from orchestrator.ui import STAGE_STYLE, elapsed, gate_summary
+from orchestrator.formats import EventTail
+from orchestrator.progress import JobProgress
+from orchestrator.ui import STAGE_STYLE, elapsed, fmt_duration, gate_summary
 
 SPARK = "▁▂▃▄▅▆▇█"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -63,15 +63,6 @@ def bar(fraction: float, width: int = 14) -> str:
     fraction = min(1.0, max(0.0, fraction))
     full = int(fraction * width + 1e-9)
     return "█" * full + "░" * (width - full)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def fmt_memory(mb: float | None) -> str:
@@ -253,14 +244,19 @@ class JobFeed:
         self.progress = JobProgress()
         self.events = EventTail(job.events_path) if job.output_dir else None
         self.log = LogTail(Path(job.log_path)) if job.log_path else None
+        self.closed = False  # read to the end after its job finished: nothing more comes
 
-    def poll(self) -> bool:
+    def poll(self, *, final: bool = False) -> bool:
+        """Read what was appended; ``final`` (its job has ended) reads the rest and closes."""
+        if self.closed:
+            return False
         changed = False
         if self.events is not None:
-            changed = self.progress.apply_all(self.events.read())
+            changed = self.progress.apply_all(self.events.read(final=final))
             self.progress.bad_lines = self.events.bad_lines
         if self.log is not None:
             changed = self.log.read() or changed
+        self.closed = final
         return changed
 
 
@@ -306,7 +302,7 @@ class LiveView:
             feed = self.feeds.get(job.name)
             if feed is None or feed.output_dir != job.output_dir:
                 feed = self.feeds[job.name] = JobFeed(job)
-            feed.poll()
+            feed.poll(final=job.stage.finished)
 
     @property
     def progress(self) -> dict[str, JobProgress]:
@@ -378,8 +374,8 @@ def watch(target: Path, *, console: Console, until_done: bool = True, interval: 
           live: bool | None = None, once: bool = False) -> Watched:
     """Follow a run (its dir or its state.json) until it is over, or until Ctrl-C detaches.
 
-    The state file is re-read only when it changes; a file caught mid-replace keeps the last
-    good copy. ``once`` draws one frame and returns.
+    The state file is re-read only when it changes; a corrupt one gives a warning and the
+    last good copy. ``once`` draws one frame and returns.
     """
     path = target / st.STATE_FILE if target.is_dir() else target
     if not path.exists():
@@ -392,17 +388,16 @@ def watch(target: Path, *, console: Console, until_done: bool = True, interval: 
             while True:
                 try:
                     stat = path.stat()
-                    if (stat.st_mtime_ns, stat.st_size) != signature:
-                        text = path.read_text(encoding="utf-8")
-                        run = st.run_from_dict(json.loads(text))
-                        signature = (stat.st_mtime_ns, stat.st_size)
-                except (OSError, ValueError, KeyError, TypeError):
-                    pass  # replaced under us: the next poll reads the new file
+                except OSError:
+                    stat = None  # between a rename and the next: keep the last good copy
+                if stat is not None and (stat.st_mtime_ns, stat.st_size) != signature:
+                    signature = (stat.st_mtime_ns, stat.st_size)
+                    run = st.read_state_file(path) or run  # a corrupt file: a warning
                 if run is None:
                     raise UsageError(f"cannot read run state {path}")
                 current = st.refresh_liveness(run)
                 view.update(current)
-                if once or (until_done and current.status != "running"):
+                if once or (until_done and current.status != st.RunStatus.running):
                     return Watched(current, detached=False)
                 time.sleep(interval)
     except KeyboardInterrupt:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, SharedJob
-from orchestrator.executor import JobSpec
-from orchestrator.gate import THREADS_FILE_ENV, job_env
+from orchestrator.executors import JobSpec
+from orchestrator.failures import exit_reason, log_tail
+from orchestrator.jobenv import job_env
 from orchestrator.worktrees import git
 
 
@@ -48,6 +49,10 @@ class SharedPlan:
     def threads_file(self) -> Path:
         """Beside the log, not in the work dir, which becomes the published artifact."""
         return self.work_dir.with_name(self.out_dir.name + ".threads")
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir.with_name(self.out_dir.name + ".log")
 
     @property
     def train_args(self) -> list[str]:
@@ -103,15 +108,12 @@ def spec(cfg: Config, p: SharedPlan, cuda_visible: str, threads: int) -> JobSpec
         str(p.work_dir),
         *p.job.args,
     ]
-    threads_file = p.threads_file
-    threads_file.unlink(missing_ok=True)
     return JobSpec(
         name=p.name,
         argv=argv,
         cwd=cfg.root,
-        log_path=p.work_dir.with_name(p.out_dir.name + ".log"),
-        env={**job_env(cfg.root, cuda_visible, threads, p.preset),
-             THREADS_FILE_ENV: str(threads_file)},
+        log_path=p.log_path,
+        env=job_env(cfg.root, cuda_visible, threads, p.preset, threads_file=p.threads_file),
         threads=threads,
         gpus=(0,) if cuda_visible else (),  # a cluster executor reserves the GPU it uses here
         output_dir=p.work_dir,
@@ -128,3 +130,12 @@ def finish(p: SharedPlan) -> bool:
     os.replace(p.work_dir, p.out_dir)
     return True
 
+
+def failure(p: SharedPlan, code: int) -> str:
+    """Why the shared job ``p`` that exited with ``code`` failed, or "" when it published its
+    artifact."""
+    if code == 0 and finish(p):
+        return ""
+    reason = (f"it wrote no {p.job.artifact}" if code == 0 else
+              exit_reason(code, p.work_dir / "events.jsonl", log_tail(p.log_path)))
+    return f"shared job {p.job.name} ({p.preset}) failed: {reason}; log: {p.log_path}"

@@ -1,4 +1,4 @@
-"""The one module that owns Rich: consoles, output helpers and the live job view.
+"""The one module that owns Rich's consoles: output helpers, warnings, the job tables.
 
 Library code never prints; it returns dataclasses or calls a callback, and the commands turn
 those into output here. Output goes to stdout, errors and progress chatter to stderr, so
@@ -7,22 +7,21 @@ those into output here. Output goes to stdout, errors and progress chatter to st
 
 from __future__ import annotations
 
-import importlib
 import json
+import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console, RenderableType
-from rich.live import Live
 from rich.table import Table
 
-from orchestrator.state import GateResult, JobState, RunState, Stage
+from orchestrator.formats import GateResult, JobState, RunState, Stage
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
+_warned: set[str] = set()
 
 STAGE_STYLE = {
     Stage.pending: "dim",
@@ -57,7 +56,24 @@ def error(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    """A warning on stderr, once per process however often it is raised (a monitor polls)."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+
+
+class _WarningLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
+
+
+def show_library_warnings() -> None:
+    """Print what orch's library logs (a corrupt file it reads past) as one warning line."""
+    logger = logging.getLogger("orchestrator")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(logging.WARNING))
+        logger.propagate = False
 
 
 def table(
@@ -88,18 +104,26 @@ def gate_summary(gate: GateResult | None) -> str:
     return text + (" (" + ", ".join(bad) + ")" if bad else "")
 
 
+def fmt_duration(seconds: float | None) -> str:
+    """4.2s, 1m05s, 2h03m: every duration orch shows."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
+
+
 def elapsed(job: JobState, now: float | None = None) -> str:
+    """How long the job has run (or ran), "" before it started."""
     if job.started is None:
         return ""
     end = job.finished if job.finished is not None else (now or time.time())
-    s = max(0, int(end - job.started))
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"
+    return fmt_duration(max(0.0, end - job.started))
 
 
 def jobs_table(run: RunState, now: float | None = None) -> Table:
-    """A compact table of a run's jobs; the fallback when the monitor's renderer is absent."""
+    """A compact table of a run's jobs: what `status`, `train` and `run` print at the end."""
     t = Table(
         title=f"run {run.run_id}  preset {run.preset}  {run.status}",
         show_edge=False,
@@ -140,80 +164,3 @@ def gate_table(run: RunState) -> Table:
                 test.message[:80],
             )
     return t
-
-
-def _monitor_view(live: bool) -> Any:
-    """The monitor's LiveView (progress, loss, log lines) if that module provides one."""
-    try:
-        monitor = importlib.import_module("orchestrator.monitor")
-    except ImportError:
-        return None
-    view = getattr(monitor, "LiveView", None)
-    return view(err, live=live) if view is not None else None
-
-
-@dataclass
-class JobsView:
-    """The live view of a run while orch drives it.
-
-    The monitor module's LiveView renders it when present (the same view as `orch monitor`);
-    else, in a terminal, a Rich Live table refreshed on updates, and elsewhere (CI, a pipe)
-    one plain line per job whenever its stage changes.
-    """
-
-    live: bool | None = None  # None: decide from whether stderr is a terminal
-    _live: Live | None = None
-    _delegate: Any = None
-    _seen: dict[str, str] = field(default_factory=dict)
-    _render: Callable[[RunState], RenderableType] = jobs_table
-    _last: float = 0.0
-
-    def __enter__(self) -> JobsView:
-        if self.live is None:
-            self.live = is_terminal()
-        self._delegate = _monitor_view(self.live)
-        if self._delegate is not None:
-            self._delegate.__enter__()
-        elif self.live:
-            self._live = Live(console=err, refresh_per_second=4, transient=False)
-            self._live.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._delegate is not None:
-            self._delegate.__exit__(exc_type, exc, tb)
-            self._delegate = None
-        if self._live is not None:
-            self._live.__exit__(exc_type, exc, tb)
-            self._live = None
-
-    def update(self, run: RunState) -> None:
-        if self._delegate is not None:
-            self._delegate.update(run)
-            return
-        if self._live is not None:
-            now = time.monotonic()
-            # The launcher calls this often; rendering is throttled to keep the view cheap.
-            if now - self._last >= 0.25 or any(
-                self._seen.get(j.name) != j.stage.value for j in run.jobs
-            ):
-                self._last = now
-                self._seen = {j.name: j.stage.value for j in run.jobs}
-                self._live.update(self._render(run), refresh=True)
-            return
-        for j in run.jobs:
-            key = j.stage.value
-            if self._seen.get(j.name) == key:
-                continue
-            self._seen[j.name] = key
-            extra = f" on {j.device}" if j.stage == Stage.training and j.device else ""
-            if j.gate is not None and j.stage in (Stage.gate_failed, Stage.queued):
-                extra += f" gate {gate_summary(j.gate)}"
-            if j.reason:
-                extra += f": {j.reason}"
-            info(f"{time.strftime('%H:%M:%S')} {j.name}: {key}{extra}")

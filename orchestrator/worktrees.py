@@ -63,6 +63,9 @@ class CleanResult:
     detail: str = ""
 
 
+UNTRACKED_MARK = "\n# untracked files (not in the diff above):\n"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What a job runs: the worktree's commit, and its uncommitted changes if any."""
@@ -204,15 +207,22 @@ def status_lines(worktree: Path) -> list[str]:
 
 
 def snapshot(worktree: Path) -> Snapshot:
-    commit = git(["rev-parse", "HEAD"], worktree).strip()
-    changes = status_lines(worktree)
+    """The worktree's commit and uncommitted changes: one `git status` when it is clean (the
+    common case, once per job), and the diff only when it is not."""
+    commit, changes = "", []
+    for line in git(["status", "--porcelain=v2", "--branch"], worktree).splitlines():
+        if line.startswith("# branch.oid "):
+            commit = line.split()[2]
+        elif line.strip() and not line.startswith("#"):
+            changes.append(line)
+    if not commit or commit == "(initial)":
+        raise GitError(f"{worktree} has no commit yet; commit the variant's code first")
     diff = ""
     if changes:
         diff = git(["diff", "HEAD", "--binary"], worktree)
-        untracked = [ln[3:] for ln in changes if ln.startswith("??")]
+        untracked = [ln[2:] for ln in changes if ln.startswith("? ")]
         if untracked:
-            diff += "\n# untracked files (not in the diff above):\n"
-            diff += "".join(f"#   {u}\n" for u in untracked)
+            diff += UNTRACKED_MARK + "".join(f"#   {u}\n" for u in untracked)
     return Snapshot(commit=commit, dirty=bool(changes), diff=diff)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,16 @@ from orchestrator.monitor import (
     sparkline,
     watch,
 )
-from orchestrator.results import (
+from orchestrator.formats import (
     EndEvent,
     ErrorEvent,
     EventTail,
-    JobProgress,
     ProgressEvent,
     StartEvent,
-    read_progress,
+    dump_run,
+    parse_run,
 )
+from orchestrator.progress import JobProgress, read_progress
 
 
 def line(**fields: Any) -> str:
@@ -140,10 +140,12 @@ def fixed_jobs() -> tuple[list[st.JobState], dict[str, JobProgress], dict[str, s
                     reason="stopped by the user"),
     ]
     p = JobProgress()
-    p.apply(StartEvent(900.0, "baseline", "tiny", 0, "cpu", 10, 40, 400, 0, 1))
+    p.apply(StartEvent(time=900.0, variant="baseline", preset="tiny", seed=0, device="cpu",
+                       epochs=10, steps_per_epoch=40, total_steps=400, pid=1))
     for step in range(1, 121):
-        p.apply(ProgressEvent(900.0 + step / 2, 1 + (step - 1) // 40, step, 400,
-                              1.0 / (1 + step * 0.05), 55.5, 140.0, 1e-3, 812.0))
+        p.apply(ProgressEvent(time=900.0 + step / 2, epoch=1 + (step - 1) // 40, step=step,
+                              total_steps=400, loss=1.0 / (1 + step * 0.05), samples_per_s=55.5,
+                              eta_s=140.0, lr=1e-3, memory_mb=812.0))
     logs = {"baseline-s0": "epoch 3 step 120 loss 0.143",
             "joint-i3d-s0": "RuntimeError: CUDA out of memory"}
     return jobs, {"baseline-s0": p}, logs
@@ -158,7 +160,7 @@ def test_render_jobs_shows_stage_progress_sparkline_and_failures() -> None:
     assert max(len(x) for x in lines) <= 120
     row = next(x for x in lines if x.startswith("baseline-s0"))
     assert "training" in row and "cpu" in row and "30%" in row and "0.1429" in row
-    assert "55.5" in row and "812 MB" in row and "1:40" in row  # elapsed since start
+    assert "55.5" in row and "812 MB" in row and "1m40s" in row  # elapsed since start
     below = lines[lines.index(row) + 1]
     assert "orch/baseline@abcdef1" in below and "ep 3/10" in below and "120/400" in below
     assert "ETA 1m40s" in below  # 140 s reported at t=960, now 1000
@@ -174,8 +176,7 @@ def test_render_jobs_shows_stage_progress_sparkline_and_failures() -> None:
 
 def test_error_event_shows_before_the_launcher_reaps_the_job() -> None:
     jobs, progress, logs = fixed_jobs()
-    progress["baseline-s0"].apply(ErrorEvent(1001.0, "loss became nan at step 121", "exception",
-                                             ""))
+    progress["baseline-s0"].apply(ErrorEvent(time=1001.0, message="loss became nan at step 121"))
     console = capture()
     console.print(render_jobs(jobs[:1], progress, logs, now=1002.0))
     text = console.export_text()
@@ -209,7 +210,8 @@ def test_render_run_names_the_shared_jobs_the_variants_wait_for() -> None:
     console.print(render_run(run, progress, logs, now=1000.0))
     second = console.export_text().splitlines()[1]
     assert "shared jobs running" in second and "tokenizer, i3d" in second
-    assert st.run_from_dict(asdict(run)).shared_running == ["tokenizer", "i3d"]
+    reread = parse_run(dump_run(run), Path("state.json"))
+    assert reread.shared_running == ["tokenizer", "i3d"]
 
 
 # ---------------------------------------------------------------------------- plain lines

@@ -22,7 +22,7 @@ from orchestrator import launcher
 from orchestrator.cli.main import app
 from orchestrator.config import load_config
 from orchestrator.errors import Interrupted
-from orchestrator.executor import JobSpec
+from orchestrator.executors import JobSpec
 from orchestrator.state import Stage
 from tests.orch_fixtures import *  # noqa: F403
 from tests.orch_fixtures import commit_all, git, wait_for, worktree
@@ -67,7 +67,7 @@ def ray_study(spawned: Path, ray_cluster: object) -> Path:
 
 def executor(handles: list | None = None):  # type: ignore[no-untyped-def]
     """A RayExecutor on the test's instance; `handles` collects what it submits."""
-    from orchestrator.ray_executor import RayExecutor
+    from orchestrator.executors.ray import RayExecutor
 
     class Recording(RayExecutor):
         def submit(self, spec: JobSpec):  # type: ignore[no-untyped-def]
@@ -214,7 +214,7 @@ def test_pack_is_the_commit_plus_the_recorded_diff(git_repo: Path) -> None:
     import io
     import tarfile
 
-    from orchestrator.ray_executor import pack
+    from orchestrator.executors.ray import pack
     from orchestrator.worktrees import snapshot
 
     (git_repo / "branches/alpha/model.py").write_text("VALUE = 3\n")
@@ -230,7 +230,7 @@ def test_pack_is_the_commit_plus_the_recorded_diff(git_repo: Path) -> None:
 
 def test_gpu_share_packs_small_jobs_as_fractions() -> None:
     from orchestrator.config import RayBackend
-    from orchestrator.ray_executor import RayExecutor
+    from orchestrator.executors.ray import RayExecutor
 
     ex = RayExecutor.__new__(RayExecutor)
     ex.cfg = RayBackend(gpu_memory_gb=24)

@@ -15,8 +15,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator import state as st
-from orchestrator.report import build_report, mean_interval, t975
-from orchestrator.results import InvalidFile, load_results
+from orchestrator.formats import CorruptFile, load_results
+from orchestrator.report import build_report, mean_interval, t975, write_report
 
 FRAMES = 4
 
@@ -122,16 +122,16 @@ def test_load_results_names_the_bad_field(tmp_path: Path) -> None:
     doc = results_doc("baseline", 3, 24.0, 0.8)
     del doc["final"]["oracle"]["ssim"]
     good.write_text(json.dumps(doc))
-    with pytest.raises(InvalidFile, match=r"final\.oracle\.ssim"):
+    with pytest.raises(CorruptFile, match=r"final\.oracle\.ssim"):
         load_results(good)
     doc = results_doc("baseline", 3, 24.0, 0.8) | {"schema": 2}
     good.write_text(json.dumps(doc))
-    with pytest.raises(InvalidFile, match="schema 2"):
+    with pytest.raises(CorruptFile, match="schema 2"):
         load_results(good)
     doc = results_doc("baseline", 3, 24.0, 0.8)
     doc["parameters"]["trainable"] = "many"
     good.write_text(json.dumps(doc))
-    with pytest.raises(InvalidFile, match="parameters.trainable"):
+    with pytest.raises(CorruptFile, match="parameters.trainable"):
         load_results(good)
 
 
@@ -165,13 +165,13 @@ def test_oracle_differs_per_variant_gets_a_row_each(run_dir: Path) -> None:
     doc = json.loads(path.read_text())
     doc["final"]["oracle"]["psnr"] = 28.0
     path.write_text(json.dumps(doc))
-    labels = [r.label for r in build_report(run_dir, write=False).references]
+    labels = [r.label for r in build_report(run_dir).references]
     assert "oracle (baseline)" in labels and "oracle (joint)" in labels and "black" in labels
 
 
 def test_report_files(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    report = build_report(run_dir, out_dir=out)
+    report = write_report(build_report(run_dir), out)
     assert report.markdown_path == out / "report.md" and report.html_path == out / "report.html"
     md = (out / "report.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]
@@ -194,7 +194,7 @@ def test_report_files(run_dir: Path, tmp_path: Path) -> None:
 
 def test_no_results_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    report = build_report(tmp_path)
+    report = write_report(build_report(tmp_path), tmp_path)
     assert not report.has_results and report.markdown_path is None
     assert not (tmp_path / "report.md").exists()
 
@@ -204,7 +204,7 @@ def test_run_dir_without_state_uses_results_files(tmp_path: Path) -> None:
         out = tmp_path / f"baseline-s{seed}"
         out.mkdir()
         (out / "results.json").write_text(json.dumps(results_doc("baseline", seed, psnr, 0.8)))
-    report = build_report(tmp_path, write=False)
+    report = build_report(tmp_path)
     (summary,) = report.variants
     assert summary.variant == "baseline" and summary.psnr.mean == pytest.approx(23.0)
 
@@ -240,18 +240,18 @@ def test_compare_json_matches_report(run_dir: Path, tmp_path: Path) -> None:
     assert any("slowfast-s0" in w for w in data["warnings"])
     assert data["html_path"].endswith("report.html")
     assert [r["label"] for r in data["references"]] == ["black", "copy-last", "oracle"]
-    same = build_report(run_dir, write=False).to_dict()  # the records the report renders
+    same = build_report(run_dir).to_dict()  # the records the report renders
     assert data["variants"] == same["variants"] and data["references"] == same["references"]
     assert [r["name"] for r in data["rows"]] == [r["name"] for r in same["rows"]]
 
 
 def test_compare_table_and_errors(run_dir: Path, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.cli.compare import results_table
+    from orchestrator.report.terminal import results_table
     from orchestrator.errors import OrchError
 
     console = Console(width=120, no_color=True, record=True, file=io.StringIO())
-    console.print(results_table(build_report(run_dir, write=False)))
+    console.print(results_table(build_report(run_dir)))
     text = console.export_text()
     lines = text.splitlines()
     i = next(i for i, line in enumerate(lines) if "baseline" in line and "n=2" in line)
@@ -293,7 +293,7 @@ def test_compare_run_without_results_fails_clearly(tmp_path: Path,
 def test_loss_chart_keeps_a_series_that_goes_below_zero() -> None:
     # joint-i3d's loss includes the LFQ entropy term and is negative: a log axis would drop
     # its line without a word, so the chart falls back to a linear axis.
-    from orchestrator.report import Series, svg_lines
+    from orchestrator.report.charts import Series, svg_lines
 
     series = [Series("baseline", ((1.0, 100.0), (2.0, 1.0)), "#111"),
               Series("joint-i3d", ((1.0, -0.7), (2.0, -0.9)), "#222")]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from branches.baseline import train as baseline_train
-from shared.events import read_events
 from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.testing import write_micro_tokenizer
 
@@ -138,3 +138,8 @@ def test_slowfast_reuses_the_baseline_latents_and_caches_its_features_apart(
     again = slowfast(tmp_path / "slowfast-again")
     assert (again["feature"]["hits"], again["feature"]["misses"]) == (clips, 0)
     assert first["feature"]["path"] != first["latent"]["path"]
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every event of a finished job's events.jsonl, of any kind (orch reads only its own)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -6,20 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
-from orchestrator import state as st
-from orchestrator import ui
 from orchestrator.errors import EXIT_JOB, OrchError, UsageError
-from orchestrator.report import (
-    TABLE_COLUMNS,
-    Report,
-    build_report,
-    flag_lines,
-    latest_run_with_results,
-    table_rows,
-)
 
 
 class NoResults(OrchError):
@@ -29,6 +17,9 @@ class NoResults(OrchError):
 def find_run_dir(run_id: str | None) -> Path:
     """The run dir of ``run_id``, or of the newest run with results; a UsageError says what
     exists."""
+    from orchestrator import state as st
+    from orchestrator.report import latest_run_with_results
+
     home = st.state_home()
     if run_id is None:
         run_id = latest_run_with_results(home)
@@ -40,29 +31,6 @@ def find_run_dir(run_id: str | None) -> Path:
         hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
         raise UsageError(f"no run '{run_id}' in {home}{hint}")
     return path
-
-
-def results_table(report: Report) -> Table:
-    table = Table(title=f"run {report.run_id} ({report.preset})", box=box.SIMPLE_HEAD,
-                  header_style="bold", pad_edge=False, collapse_padding=True)
-    for column in TABLE_COLUMNS:
-        left = column in ("variant", "note", "gate", "seed")
-        table.add_column(column, justify="left" if left else "right",
-                         no_wrap=column != "note", overflow="fold",
-                         min_width=16 if column == "note" else None)
-    rows = table_rows(report)
-    for i, (kind, cells) in enumerate(rows):
-        note = cells[-1]
-        note_style = "bold red" if kind != "reference" and ("below" in note or note.startswith(
-            ("failed", "unreadable", "no results", "cancelled", "gate_failed"))) else ""
-        style = {"seed": "dim", "reference": "italic cyan"}.get(kind, "")
-        if kind == "seed":
-            cells = [cells[0], "  " + cells[1], *cells[2:]]
-        cells = [c.replace(" ± ", "\n± ") for c in cells]  # narrower: interval below mean
-        end = i + 1 < len(rows) and rows[i + 1][0] == "reference" and kind != "reference"
-        table.add_row(*cells[:-1], f"[{note_style}]{note}[/]" if note_style else note,
-                      style=style, end_section=end)
-    return table
 
 
 def compare(
@@ -80,7 +48,13 @@ def compare(
     Variants are ranked by PSNR beside the black, copy-last and tokenizer-oracle rows; with
     several seeds, mean ± 95% interval. Unreadable results files are named and skipped.
     """
-    report = build_report(find_run_dir(run), out_dir=out)
+    from orchestrator import ui
+    from orchestrator.report import build_report, write_report
+    from orchestrator.report.markdown import flag_lines
+    from orchestrator.report.terminal import results_table
+
+    run_dir = find_run_dir(run)
+    report = write_report(build_report(run_dir), out or run_dir)
     if json_output:
         ui.write_json(report.to_dict())
     for warning in report.warnings:

@@ -30,6 +30,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from orchestrator import ui
 
+        ui.show_library_warnings()
         try:
             return func(*args, **kwargs)
         except OrchError as e:
@@ -47,8 +48,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# (command name, module under orchestrator.cli, function). Modules that are not there yet
-# are skipped, so the app works while the others are written.
+# (command name, module under orchestrator.cli, function in it)
 COMMANDS = [
     ("spawn", "spawn", "spawn"),
     ("test-all", "test_all", "run_gates"),
@@ -60,22 +60,9 @@ COMMANDS = [
     ("clean", "clean", "clean"),
 ]
 
-
-def _register() -> None:
-    for name, module, func in COMMANDS:
-        try:
-            mod = importlib.import_module(f"orchestrator.cli.{module}")
-        except ModuleNotFoundError as e:
-            if e.name == f"orchestrator.cli.{module}":
-                continue
-            raise
-        fn = getattr(mod, func, None) or getattr(mod, module, None)
-        if fn is None:
-            continue
-        app.command(name)(handle_errors(fn))
-
-
-_register()
+for _name, _module, _function in COMMANDS:
+    _command = getattr(importlib.import_module(f"orchestrator.cli.{_module}"), _function)
+    app.command(_name)(handle_errors(_command))
 
 
 if __name__ == "__main__":

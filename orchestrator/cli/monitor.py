@@ -6,11 +6,6 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import state as st
-from orchestrator import ui
-from orchestrator.errors import UsageError
-from orchestrator.monitor import watch
-
 
 def monitor(
     run: Annotated[
@@ -26,6 +21,11 @@ def monitor(
     Ctrl-C only detaches the view; the jobs keep running. Without a terminal (CI, a pipe)
     it prints one plain line per change of stage or epoch instead.
     """
+    from orchestrator import state as st
+    from orchestrator import ui
+    from orchestrator.errors import UsageError
+    from orchestrator.monitor import watch
+
     home = st.state_home()
     run_id = run or st.latest_run_id(home)
     if run_id is None:

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import typer
-
-from orchestrator.cli.train import AddressOpt, BackendOpt
-
-PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
-SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
-LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
-                       "in a terminal).", show_default=False)
+from orchestrator.cli.options import AddressOpt, BackendOpt, LiveOpt, PresetOpt, SeedsOpt
 
 
 def run(
@@ -27,10 +20,12 @@ def run(
     """
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
+    from orchestrator.executors import open_executor
+    from orchestrator.monitor import LiveView
 
     cfg, home = setup()
     variants, preset_name = cfg.enabled_variants(), cfg.preset(preset)
-    with launcher.backend(cfg, backend, address) as executor, ui.JobsView(live=live) as view:
+    with open_executor(cfg, backend, address) as executor, LiveView(ui.err, live=live) as view:
         run_state, report = launcher.run_all(
             cfg, home, variants, preset=preset_name, seeds=seeds, on_update=view.update,
             executor=executor,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli.options import LiveOpt
+
 VariantsArg = typer.Argument(None, help="Variants to test (default: every enabled one).")
 JsonOpt = typer.Option(False, "--json", help="Print the run state as JSON.")
-LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
-                       "in a terminal).", show_default=False)
 
 
 def run_gates(
@@ -20,10 +20,11 @@ def run_gates(
     """
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
+    from orchestrator.monitor import LiveView
     from orchestrator.state import run_to_dict
 
     cfg, home = setup()
-    with ui.JobsView(live=live) as view:
+    with LiveView(ui.err, live=live) as view:
         run = launcher.test_all(cfg, home, cfg.select(variants), on_update=view.update)
     if as_json:
         ui.write_json(run_to_dict(run))

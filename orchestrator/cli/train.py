@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli.options import AddressOpt, BackendOpt, LiveOpt, PresetOpt, SeedsOpt
+
 VariantsArg = typer.Argument(None, help="Variants to train (default: every enabled one).")
-PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
-SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the unfinished jobs of the last run.")
 JsonOpt = typer.Option(False, "--json", help="Print the final run state as JSON.")
-LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
-                       "in a terminal).", show_default=False)
-BackendOpt = typer.Option("local", "--backend", help="Where jobs run: local (subprocesses "
-                          "here) or ray (a Ray cluster; needs the ray extra).")
-AddressOpt = typer.Option(None, "--address", help="Ray cluster address, e.g. 10.0.0.5:6379 "
-                          "(default: ray.address in config.yaml, else RAY_ADDRESS).")
 
 
 def train(
@@ -38,13 +32,15 @@ def train(
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
     from orchestrator.errors import UsageError
+    from orchestrator.executors import open_executor
+    from orchestrator.monitor import LiveView
     from orchestrator.state import run_to_dict
 
     cfg, home = setup()
     if resume and (preset is not None or seeds != 1):
         raise UsageError("--resume continues the last run as it was; drop --preset/--seeds")
     selected, preset_name = cfg.select(variants), cfg.preset(preset)
-    with launcher.backend(cfg, backend, address) as executor, ui.JobsView(live=live) as view:
+    with open_executor(cfg, backend, address) as executor, LiveView(ui.err, live=live) as view:
         run = launcher.train(
             cfg,
             home,

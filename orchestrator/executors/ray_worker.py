@@ -1,6 +1,6 @@
 """The body of one orch job on a Ray worker. Standard library only, no orch imports.
 
-Ray ships this module by value (see ray_executor), so a worker needs Python and the study's
+Ray ships this module by value (see executors.ray), so a worker needs Python and the study's
 own dependencies, not orch. The job is a streaming task: it unpacks the frozen code, runs
 the same command the local executor would as a subprocess, and yields what the launching
 machine needs while it runs (log bytes, changed output files), then its exit code.

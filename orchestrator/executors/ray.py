@@ -1,6 +1,6 @@
 """Jobs on a Ray cluster: the same JobSpecs as the local executor, run on cluster workers.
 
-Each job is one streaming Ray task (orchestrator.ray_worker.run_job) that reserves the
+Each job is one streaming Ray task (orchestrator.executors.ray_worker.run_job) that reserves the
 job's threads and GPU share. What it runs is frozen here, before submission: the worktree's
 commit as `git archive`, with the recorded dirty diff applied, packed as a tarball (Ray's own
 working_dir upload drops .git, so the task could not tell what it runs). The task streams
@@ -28,9 +28,8 @@ from orchestrator import worktrees as wt
 from orchestrator.config import RayBackend
 from orchestrator.devices import Gpu
 from orchestrator.errors import UsageError
-from orchestrator.executor import Executor, JobHandle, JobSpec, write_log
+from orchestrator.executors.base import Executor, JobHandle, JobSpec, write_log
 
-UNTRACKED_MARK = "\n# untracked files (not in the diff above):\n"
 CONNECT_TIMEOUT_S = 3.0
 ASSUMED_GPU_MB = 1 << 20  # a GPU size when none is configured: every job gets a whole GPU
 
@@ -88,7 +87,7 @@ def pack(cwd: Path, commit: str, diff: str) -> bytes:
                 tar.extractall(tree, filter="data")
             else:
                 tar.extractall(tree)
-        patch = diff.split(UNTRACKED_MARK, 1)[0]
+        patch = diff.split(wt.UNTRACKED_MARK, 1)[0]
         if patch.strip():
             subprocess.run(["git", "apply", "--binary", "--whitespace=nowarn", "-"], cwd=tree,
                            input=patch.encode(), check=True, capture_output=True)
@@ -106,7 +105,7 @@ class RayExecutor(Executor):
         import ray
         from ray import cloudpickle
 
-        from orchestrator import ray_worker
+        from orchestrator.executors import ray_worker
 
         self.cfg = cfg
         self.grace = grace
@@ -179,8 +178,8 @@ class RayExecutor(Executor):
 
 
 class RayHandle(JobHandle):
-    """One job on the cluster. pid/pgid stay None: a remote pid means nothing here, and the
-    launcher must never signal a local process group by that number."""
+    """One job on the cluster. pid stays None: a remote pid means nothing here, and the
+    launcher must never signal a local process by that number."""
 
     def __init__(self, ex: RayExecutor, spec: JobSpec) -> None:
         self.ex, self.spec = ex, spec

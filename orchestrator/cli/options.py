@@ -1,0 +1,14 @@
+"""Options that several commands share, declared once so they read the same everywhere."""
+
+from __future__ import annotations
+
+import typer
+
+PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
+SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
+LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
+                       "in a terminal).", show_default=False)
+BackendOpt = typer.Option("local", "--backend", help="Where jobs run: local (subprocesses "
+                          "here) or ray (a Ray cluster; needs the ray extra).")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster address, e.g. 10.0.0.5:6379 "
+                          "(default: ray.address in config.yaml, else RAY_ADDRESS).")
