@@ -1,4 +1,5 @@
-"""Why a job ended badly, in one line: from its error event, else the end of its log."""
+"""Why a job ended badly, in one line (from its error event, else the end of its log), and
+the error a command exits with when a run had failures."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import re
 import signal
 from pathlib import Path
 
-from orchestrator.formats import ErrorEvent, read_events
+from orchestrator.errors import GateFailed, JobFailed, OrchError
+from orchestrator.formats import ErrorEvent, RunState, Stage, read_events
 
 TAIL_LINES = 20
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I)
@@ -36,3 +38,20 @@ def exit_reason(code: int, events_path: Path, tail: list[str]) -> str:
         return f"exit {code}: {last.message}"[:300]
     line = next((ln.strip() for ln in reversed(tail) if not ln.startswith("$ ")), "")
     return f"exit {code}: {line}"[:300] if line else f"exit {code}"
+
+
+def outcome_error(run: RunState) -> OrchError | None:
+    """The error a command exits with for this finished run, or None if it all went well."""
+    failed = [j for j in run.jobs if j.stage == Stage.failed]
+    gated = sorted({j.variant for j in run.jobs if j.stage == Stage.gate_failed})
+    if failed:
+        first = failed[0]
+        return JobFailed(
+            f"{len(failed)} job(s) failed, first {first.name}: {first.reason}; "
+            f"log: {first.log_path}"
+        )
+    if gated:
+        return GateFailed(
+            f"gate failed for {', '.join(gated)}; see `orch status`, fix, then run again"
+        )
+    return None

@@ -9,28 +9,25 @@ worktrees and checkpoints in place for `--resume`.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import TextIO
 
 from orchestrator import gate as gates
 from orchestrator import shared_jobs
 from orchestrator import worktrees as wt
 from orchestrator.config import Config, Variant
 from orchestrator.devices import Gpu, NeverFits, Request, cpu_cores, discover_gpus, thread_share
-from orchestrator.errors import GateFailed, Interrupted, JobFailed, Locked, OrchError, UsageError
+from orchestrator.errors import Interrupted, JobFailed, UsageError
 from orchestrator.executors import Executor, JobHandle, JobSpec, LocalExecutor, stop, stop_orphan
 from orchestrator.failures import exit_reason, log_tail
 from orchestrator.formats import write_text_atomic
 from orchestrator.jobenv import THREADS_FILE, grant_threads, job_env
+from orchestrator.lock import run_lock, stop_on_signals
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import (
     JobState,
@@ -50,70 +47,6 @@ OnUpdate = Callable[[RunState], None]
 POLL_S = 0.1
 SAVE_INTERVAL_S = 0.25  # while jobs run, state.json is rewritten at most this often
 VIEW_INTERVAL_S = 0.25
-
-
-# ---------------------------------------------------------------------------- lock
-
-
-@contextmanager
-def run_lock(home: Path) -> Iterator[None]:
-    """Hold `<state>/lock` for the life of a run; a second orch run is refused. The kernel
-    drops the lock when the process dies, so a killed orchestrator never leaves it stuck."""
-    home.mkdir(parents=True, exist_ok=True)
-    f: TextIO = open(home / "lock", "a+")  # noqa: SIM115 - held open for the whole run
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            raise Locked(
-                f"another orch run (pid {holder}) is running here; wait for it, watch it with "
-                "`orch monitor`, or stop it (Ctrl-C in its terminal)"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        yield
-    finally:
-        f.close()
-
-
-@contextmanager
-def _signals() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, and Ctrl-C works even if the parent ignored SIGINT."""
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
-
-
-# ---------------------------------------------------------------------------- failures
-
-
-def outcome_error(run: RunState) -> OrchError | None:
-    """The error a command exits with for this finished run, or None if it all went well."""
-    failed = [j for j in run.jobs if j.stage == Stage.failed]
-    gated = sorted({j.variant for j in run.jobs if j.stage == Stage.gate_failed})
-    if failed:
-        first = failed[0]
-        return JobFailed(
-            f"{len(failed)} job(s) failed, first {first.name}: {first.reason}; "
-            f"log: {first.log_path}"
-        )
-    if gated:
-        return GateFailed(
-            f"gate failed for {', '.join(gated)}; see `orch status`, fix, then run again"
-        )
-    return None
 
 
 # ---------------------------------------------------------------------------- driver
@@ -437,7 +370,7 @@ class Driver:
     @contextmanager
     def guarded(self) -> Iterator[None]:
         try:
-            with _signals():
+            with stop_on_signals():
                 yield
         except KeyboardInterrupt:
             self.abort(Stage.cancelled, "interrupted (Ctrl-C)", RunStatus.cancelled)

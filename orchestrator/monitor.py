@@ -29,7 +29,7 @@ from rich.text import Text
 
 from orchestrator import state as st
 from orchestrator.errors import UsageError
-from orchestrator.formats import EventTail
+from orchestrator.formats import EventTail, warn_corrupt
 from orchestrator.progress import JobProgress
 from orchestrator.ui import STAGE_STYLE, elapsed, fmt_duration, gate_summary
 
@@ -253,6 +253,9 @@ class JobFeed:
         changed = False
         if self.events is not None:
             changed = self.progress.apply_all(self.events.read(final=final))
+            if self.events.bad_lines > self.progress.bad_lines:
+                warn_corrupt(self.events.path, f"{self.events.bad_lines} unreadable line(s)",
+                             "using the other lines")
             self.progress.bad_lines = self.events.bad_lines
         if self.log is not None:
             changed = self.log.read() or changed

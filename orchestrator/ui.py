@@ -69,7 +69,9 @@ class _WarningLines(logging.Handler):
 
 
 def show_library_warnings() -> None:
-    """Print what orch's library logs (a corrupt file it reads past) as one warning line."""
+    """Print what orch's library logs (a corrupt file it reads past) as warning lines, each
+    once for the command that starts now."""
+    _warned.clear()
     logger = logging.getLogger("orchestrator")
     if not any(isinstance(h, _WarningLines) for h in logger.handlers):
         logger.addHandler(_WarningLines(logging.WARNING))

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
-from orchestrator.launcher import run_lock
+from orchestrator.lock import run_lock
 from tests.orch_fixtures import *  # noqa: F403
 from tests.orch_fixtures import commit_all, git, worktree
 

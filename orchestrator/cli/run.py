@@ -21,6 +21,7 @@ def run(
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
     from orchestrator.executors import open_executor
+    from orchestrator.failures import outcome_error
     from orchestrator.monitor import LiveView
 
     cfg, home = setup()
@@ -33,6 +34,6 @@ def run(
     ui.write(ui.jobs_table(run_state))
     if report is not None:
         ui.write(f"report: {report}")
-    err = launcher.outcome_error(run_state)
+    err = outcome_error(run_state)
     if err is not None:
         raise err

@@ -20,6 +20,7 @@ def run_gates(
     """
     from orchestrator import launcher, ui
     from orchestrator.cli import setup
+    from orchestrator.failures import outcome_error
     from orchestrator.monitor import LiveView
     from orchestrator.state import run_to_dict
 
@@ -30,6 +31,6 @@ def run_gates(
         ui.write_json(run_to_dict(run))
     else:
         ui.write(ui.gate_table(run))
-    err = launcher.outcome_error(run)
+    err = outcome_error(run)
     if err is not None:
         raise err

@@ -33,6 +33,7 @@ def train(
     from orchestrator.cli import setup
     from orchestrator.errors import UsageError
     from orchestrator.executors import open_executor
+    from orchestrator.failures import outcome_error
     from orchestrator.monitor import LiveView
     from orchestrator.state import run_to_dict
 
@@ -55,6 +56,6 @@ def train(
         ui.write_json(run_to_dict(run))
     else:
         ui.write(ui.jobs_table(run))
-    err = launcher.outcome_error(run)
+    err = outcome_error(run)
     if err is not None:
         raise err
