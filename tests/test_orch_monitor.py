@@ -12,6 +12,15 @@ import pytest
 from rich.console import Console
 
 from orchestrator import state as st
+from orchestrator.formats import (
+    EndEvent,
+    ErrorEvent,
+    EventTail,
+    ProgressEvent,
+    StartEvent,
+    dump_run,
+    parse_run,
+)
 from orchestrator.monitor import (
     SPARK,
     LiveView,
@@ -21,15 +30,6 @@ from orchestrator.monitor import (
     render_run,
     sparkline,
     watch,
-)
-from orchestrator.formats import (
-    EndEvent,
-    ErrorEvent,
-    EventTail,
-    ProgressEvent,
-    StartEvent,
-    dump_run,
-    parse_run,
 )
 from orchestrator.progress import JobProgress, read_progress
 

@@ -247,8 +247,8 @@ def test_compare_json_matches_report(run_dir: Path, tmp_path: Path) -> None:
 
 def test_compare_table_and_errors(run_dir: Path, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.report.terminal import results_table
     from orchestrator.errors import OrchError
+    from orchestrator.report.terminal import results_table
 
     console = Console(width=120, no_color=True, record=True, file=io.StringIO())
     console.print(results_table(build_report(run_dir)))
