@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -20,9 +22,9 @@ from branches.baseline.config import baseline_config
 from branches.baseline.model import build_experiment
 from shared.data import TrajectoryVideos
 from shared.events import EventLog
+from shared.experiment import Experiment
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer, tokenizer_config
-from shared.training import Experiment
 
 
 def epoch_seconds(experiment: Experiment, clips: int, batch_size: int) -> float:
@@ -37,13 +39,45 @@ def epoch_seconds(experiment: Experiment, clips: int, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def print_cache_figures(without: float, fill: float, reload: float, with_cache: float) -> None:
+class CacheTimings(NamedTuple):
+    """Seconds: an epoch without the cache, the cache's first fill, its reload by a new
+    experiment (a rerun or another worktree), an epoch with it."""
+
+    without: float
+    fill: float
+    reload: float
+    with_cache: float
+
+
+def time_cache(experiment: Callable[[Path | None], Experiment], clips: int, batch_size: int,
+               *, warm_up: bool = False) -> CacheTimings:
+    """``experiment(root)`` builds an experiment whose caches live under ``root`` (None: no
+    cache); ``warm_up`` runs one untimed batch before the first timed epoch."""
+    uncached = experiment(None)
+    if warm_up:
+        epoch_seconds(uncached, batch_size, batch_size)
+    without = epoch_seconds(uncached, clips, batch_size)
+    with tempfile.TemporaryDirectory() as root:
+        log = EventLog(Path(root) / "events.jsonl")
+        cached = experiment(Path(root))
+        start = time.perf_counter()
+        cached.prepare(log)
+        fill = time.perf_counter() - start
+        with_cache = epoch_seconds(cached, clips, batch_size)
+        reloaded = experiment(Path(root))
+        start = time.perf_counter()
+        reloaded.prepare(log)
+        reload = time.perf_counter() - start
+    return CacheTimings(without, fill, reload, with_cache)
+
+
+def print_cache_figures(timings: CacheTimings) -> None:
     """The figures both cache benchmarks print, in seconds, and the per-epoch ratio."""
-    print(f"epoch without cache         {without:8.2f} s")
-    print(f"cache fill (once, cold)     {fill:8.2f} s")
-    print(f"cache load (rerun/worktree) {reload:8.2f} s")
-    print(f"epoch with cache            {with_cache:8.2f} s")
-    print(f"speed-up per epoch          {without / with_cache:8.1f}x")
+    print(f"epoch without cache         {timings.without:8.2f} s")
+    print(f"cache fill (once, cold)     {timings.fill:8.2f} s")
+    print(f"cache load (rerun/worktree) {timings.reload:8.2f} s")
+    print(f"epoch with cache            {timings.with_cache:8.2f} s")
+    print(f"speed-up per epoch          {timings.without / timings.with_cache:8.1f}x")
 
 
 def main() -> None:
@@ -60,29 +94,15 @@ def main() -> None:
     train_set = TrajectoryVideos(study.data, split="train", size=args.clips)
     batch = study.train.batch_size
 
-    def experiment(cache: ClipCache | None):
+    def experiment(root: Path | None) -> Experiment:
+        cache = None if root is None else ClipCache(root, kind="latents", key={"benchmark": 1})
         return build_experiment(config, tokenizer=tokenizer, train_set=train_set,
                                 train_clips=args.clips, cache=cache)
 
-    uncached = experiment(None)
-    without = epoch_seconds(uncached, args.clips, batch)
-
-    with tempfile.TemporaryDirectory() as root:
-        cache = ClipCache(Path(root), kind="latents", key={"benchmark": 1})
-        cached = experiment(cache)
-        log = EventLog(Path(root) / "events.jsonl")
-        start = time.perf_counter()
-        cached.prepare(log)
-        fill = time.perf_counter() - start
-        with_cache = epoch_seconds(cached, args.clips, batch)
-        reloaded = experiment(ClipCache(Path(root), kind="latents", key={"benchmark": 1}))
-        start = time.perf_counter()
-        reloaded.prepare(log)
-        reload = time.perf_counter() - start
-
+    timings = time_cache(experiment, args.clips, batch)
     print(f"tiny preset, {args.clips} clips of {study.data.frames}x{study.data.resolution}px, "
           f"batch {batch}, {args.threads} threads")
-    print_cache_figures(without, fill, reload, with_cache)
+    print_cache_figures(timings)
 
 
 if __name__ == "__main__":

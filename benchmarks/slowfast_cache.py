@@ -12,18 +12,15 @@ the pretrained ones; the features themselves mean nothing.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from benchmarks.latent_cache import epoch_seconds, print_cache_figures
+from benchmarks.latent_cache import print_cache_figures, time_cache
 from branches.slowfast_frozen.config import slowfast_frozen_config
 from branches.slowfast_frozen.model import SlowFastCondition, build_experiment
 from shared.data import TrajectoryVideos
-from shared.events import EventLog
 from shared.latent_cache import ClipCache
 from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.magvit import MagvitTokenizer, tokenizer_config
@@ -57,28 +54,14 @@ def main() -> None:
                                 train_set=train_set, train_clips=args.clips, cache=latents,
                                 condition_cache=features)
 
-    uncached = experiment(None)
     # One untimed batch first: the first call of each conv/attention shape pays for kernel
     # selection and allocator growth, which would land on whichever epoch runs first.
-    epoch_seconds(uncached, batch, batch)
-    without = epoch_seconds(uncached, args.clips, batch)
-    with tempfile.TemporaryDirectory() as root:
-        log = EventLog(Path(root) / "events.jsonl")
-        cached = experiment(Path(root))
-        start = time.perf_counter()
-        cached.prepare(log)
-        fill = time.perf_counter() - start
-        with_cache = epoch_seconds(cached, args.clips, batch)
-        reloaded = experiment(Path(root))
-        start = time.perf_counter()
-        reloaded.prepare(log)
-        reload = time.perf_counter() - start
-
+    timings = time_cache(experiment, args.clips, batch, warm_up=True)
     print(f"slowfast-frozen, tiny preset, RANDOM-weight tokenizer and SlowFast (timing only), "
           f"{args.clips} clips of {study.data.frames}x{study.data.resolution}px, batch {batch}, "
           f"{'time-resolved' if config.time_resolved else 'pooled'} features "
           f"({condition.feature_dim}-d), {args.threads} thread(s)")
-    print_cache_figures(without, fill, reload, with_cache)
+    print_cache_figures(timings)
 
 
 if __name__ == "__main__":

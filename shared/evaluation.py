@@ -14,19 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from shared.metrics import MetricAccumulator
+from shared.data import stack_videos
+from shared.experiment import Experiment
+from shared.metrics import REFERENCE_PREDICTORS, MetricAccumulator
 
-if TYPE_CHECKING:
-    from shared.training import Experiment
-
-Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (context, future) -> future
+# (context (B, 3, Tc, H, W), true future (B, 3, Tf, H, W)) -> predicted future, same shape
+FuturePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Evaluator:
@@ -48,11 +48,11 @@ class Evaluator:
         count = len(self.dataset)  # type: ignore[arg-type]
         for start in range(0, count, self.batch_size):
             stop = min(count, start + self.batch_size)
-            video = torch.stack([self.dataset[i]["video"] for i in range(start, stop)]).to(device)
+            video = stack_videos(self.dataset, range(start, stop)).to(device)
             yield video[:, :, : self.context_frames], video[:, :, self.context_frames :]
 
     @torch.no_grad()
-    def score(self, predict: Predictor, device: torch.device) -> dict[str, Any]:
+    def score(self, predict: FuturePredictor, device: torch.device) -> dict[str, Any]:
         accumulator = MetricAccumulator()
         for context, future in self._batches(device):
             prediction = predict(context, future)
@@ -62,7 +62,7 @@ class Evaluator:
 
     def evaluate_model(self, experiment: Experiment) -> dict[str, Any]:
         """The model's row: averaged metrics and their ``per_frame`` lists."""
-        return self.score(_model_predictor(experiment), _device_of(experiment))
+        return self.score(_model_predictor(experiment), experiment.device)
 
     def evaluate_all(
         self, experiment: Experiment, *, model_row: dict[str, Any] | None = None
@@ -70,12 +70,12 @@ class Evaluator:
         """The model's row beside the reference rows. ``model_row``: the model's row already
         scored on this evaluator with the same weights (the last epoch's), reused rather than
         predicted again."""
-        device = _device_of(experiment)
-        rows: dict[str, Predictor] = {
-            "black": lambda context, future: torch.full_like(future, -1.0),
-            "copy_last": lambda context, future: context[:, :, -1:].expand_as(future),
-            "oracle": lambda context, future: experiment.oracle(context, future),
+        device = experiment.device
+        rows: dict[str, FuturePredictor] = {
+            name: lambda context, future, predict=predict: predict(context, future.shape[2])
+            for name, predict in REFERENCE_PREDICTORS.items()
         }
+        rows["oracle"] = lambda context, future: experiment.oracle(context, future)
         model = model_row if model_row is not None else self.evaluate_model(experiment)
         return {"model": model} | {name: self.score(predict, device)
                                    for name, predict in rows.items()}
@@ -83,10 +83,8 @@ class Evaluator:
     @torch.no_grad()
     def save_strip(self, experiment: Experiment, path: Path) -> Path:
         """PNG: per clip, a row of context frames, a row of the true future, a row predicted."""
-        device = _device_of(experiment)
-        clips = torch.stack(
-            [self.dataset[i]["video"] for i in range(min(self.strip_clips, len(self.dataset)))]  # type: ignore[arg-type]
-        ).to(device)
+        count = min(self.strip_clips, len(self.dataset))  # type: ignore[arg-type]
+        clips = stack_videos(self.dataset, range(count)).to(experiment.device)
         context, future = clips[:, :, : self.context_frames], clips[:, :, self.context_frames :]
         predicted = _model_predictor(experiment)(context, future)
         rows = []
@@ -100,18 +98,12 @@ class Evaluator:
         return path
 
 
-def _model_predictor(experiment: Experiment) -> Predictor:
+def _model_predictor(experiment: Experiment) -> FuturePredictor:
     def predict(context: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         # Only the context and the number of future frames reach the model.
         return experiment.predict(context, future.shape[2])
 
     return predict
-
-
-def _device_of(experiment: Experiment) -> torch.device:
-    for parameter in experiment.trainable.parameters():
-        return parameter.device
-    return torch.device("cpu")
 
 
 def _frames_to_image(rows_rcthw: torch.Tensor, pad: int = 1) -> np.ndarray:

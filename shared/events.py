@@ -1,8 +1,7 @@
 """``events.jsonl``: one JSON object a line, appended and flushed as it happens.
 
 The orchestrator's monitor tails this file while the run goes on; the schema is in
-requirements.md (section 3.1), and orch's typed reader is ``orchestrator.formats``, whose
-one atomic writer (``write_json_atomic``) also writes this study's results.json.
+requirements.md (section 3.1), and orch's typed reader of it is ``orchestrator.formats``.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.formats import jsonable, write_json_atomic
-
-__all__ = ["EventLog", "write_json_atomic"]
+from orchestrator.formats import jsonable
 
 
 class EventLog:

@@ -23,20 +23,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from shared.data import stack_videos
 from shared.events import EventLog
+from shared.experiment import Experiment, index_batches
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer
 from shared.magvit.lfq import codes_to_indices, indices_to_codes
 from shared.predictor import LatentPredictor, latent_loss
+from shared.presets import StudyConfig
 from shared.runtime import eval_mode
-from shared.training import Experiment
 
 
 class ConditionSource(Protocol):
@@ -44,6 +46,11 @@ class ConditionSource(Protocol):
 
     module: nn.Module
     cache_key: dict[str, Any]
+
+    @property
+    def feature_dim(self) -> int:
+        """D_cond, the width of each conditioning token."""
+        ...
 
     def __call__(self, context_bcthw: torch.Tensor) -> torch.Tensor:
         """(B, 3, Tc, H, W) in [-1, 1] -> (B, N_cond, D_cond)."""
@@ -68,10 +75,6 @@ class LatentLayout:
     @property
     def context_latent_frames(self) -> int:
         return 1 + (self.context_frames - 1) // 4
-
-    @property
-    def future_latent_frames(self) -> int:
-        return self.future_frames // 4
 
 
 def encode_context(tokenizer: MagvitTokenizer, context_bcthw: torch.Tensor) -> torch.Tensor:
@@ -172,10 +175,6 @@ class FrozenTokenizerExperiment(Experiment):
     def frozen_modules(self) -> list[nn.Module]:
         return [self.tokenizer] + ([self.condition.module] if self.condition else [])
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.predictor.parameters()).device
-
     # -- frozen computations ------------------------------------------------------------
 
     @torch.no_grad()
@@ -201,7 +200,7 @@ class FrozenTokenizerExperiment(Experiment):
         return out
 
     def _videos(self, indices: list[int]) -> torch.Tensor:
-        return torch.stack([self.train_set[i]["video"] for i in indices]).to(self.device)
+        return stack_videos(self.train_set, indices).to(self.device)
 
     def _latent_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         latents = self.frozen_latents(self._videos(indices))
@@ -235,8 +234,7 @@ class FrozenTokenizerExperiment(Experiment):
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
         cached = self._cached
         code_dim = self.tokenizer.config.code_dim
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size].tolist()
+        for chunk in index_batches(order, batch_size):
             batch: dict[str, torch.Tensor] = {}
             videos = None  # rendered only for what no cache holds, and at most once
             if "context_index" in cached:
@@ -273,3 +271,30 @@ class FrozenTokenizerExperiment(Experiment):
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
         return oracle_future(self.tokenizer, context_bcthw, future_bcthw)
 
+
+def frozen_tokenizer_experiment(
+    study: StudyConfig,
+    *,
+    tokenizer: MagvitTokenizer,
+    train_set: Dataset[dict[str, Any]],
+    train_clips: int,
+    cache: ClipCache | None,
+    condition: ConditionSource | None = None,
+    condition_cache: ClipCache | None = None,
+) -> FrozenTokenizerExperiment:
+    """The study's predictor, sized for the tokenizer's codes (and the condition's features),
+    trained over ``tokenizer`` frozen."""
+    tokenizer.requires_grad_(False).eval()
+    condition_dim = study.predictor.condition_dim if condition is None else condition.feature_dim
+    predictor = LatentPredictor(replace(study.predictor, code_dim=tokenizer.config.code_dim,
+                                        condition_dim=condition_dim))
+    return FrozenTokenizerExperiment(
+        tokenizer=tokenizer,
+        predictor=predictor,
+        train_set=train_set,
+        train_clips=train_clips,
+        layout=LatentLayout(study.data.frames, study.data.context_frames),
+        cache=cache,
+        condition=condition,
+        condition_cache=condition_cache,
+    )

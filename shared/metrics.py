@@ -19,7 +19,7 @@ The averages over clips and frames are plain means over all (clip, frame) pairs,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 from shared.errors import DataError
 
-METRICS = ("mse", "mae", "psnr", "ssim", "mse_per_pixel")
 PSNR_CAP_DB = 100.0  # PSNR of a frame predicted exactly (per-pixel MSE <= 1e-10)
 SSIM_WINDOW = 7
 SSIM_DATA_RANGE = 2.0  # skimage <= 0.19 inferred -1..1 for float images; OpenSTL inherited it
@@ -35,8 +34,6 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 # (context (B, 3, Tc, H, W), number of future frames) -> prediction (B, 3, Tf, H, W)
 Predictor = Callable[[torch.Tensor, int], torch.Tensor]
-# whole clip (B, 3, T, H, W) -> its reconstruction, e.g. decode(encode(clip)): the oracle row
-Reconstructor = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _check_pair(pred: torch.Tensor, true: torch.Tensor) -> None:
@@ -98,13 +95,6 @@ def clip_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str
     }
 
 
-def frame_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
-    """name -> per-frame values (T,), averaged over the batch."""
-    return {
-        name: values.mean(dim=0) for name, values in clip_metrics(pred_bcthw, true_bcthw).items()
-    }
-
-
 class MetricAccumulator:
     """Sums per-frame metrics over batches; result() averages over all clips and frames."""
 
@@ -135,70 +125,18 @@ class MetricAccumulator:
         return out
 
 
-def reference_predictions(
-    context_bcthw: torch.Tensor, future_frames: int
-) -> dict[str, torch.Tensor]:
-    """The rows every model must beat: all black (0 on [0, 1], i.e. -1) and copy-last-frame."""
+def predict_black(context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+    """The black row: every future frame 0 on the [0, 1] scale (-1 in model range)."""
     b, c, _, h, w = context_bcthw.shape
-    last = context_bcthw[:, :, -1:]
-    return {
-        "black": torch.full((b, c, future_frames, h, w), -1.0, dtype=context_bcthw.dtype),
-        "copy_last": last.expand(b, c, future_frames, h, w).clone(),
-    }
+    return context_bcthw.new_full((b, c, future_frames, h, w), -1.0)
 
 
-def reference_predictors() -> dict[str, Predictor]:
-    """reference_predictions as Predictors, to score them with the same loop as models."""
-
-    def black(context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
-        return reference_predictions(context_bcthw, future_frames)["black"]
-
-    def copy_last(context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
-        return reference_predictions(context_bcthw, future_frames)["copy_last"]
-
-    return {"black": black, "copy_last": copy_last}
+def predict_copy_last(context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+    """The copy-last row: the last context frame, repeated."""
+    b, c, _, h, w = context_bcthw.shape
+    return context_bcthw[:, :, -1:].expand(b, c, future_frames, h, w)
 
 
-def score_predictors(
-    predictors: Mapping[str, Predictor],
-    videos: Iterable[torch.Tensor | Mapping[str, Any]],
-    *,
-    context_frames: int,
-    oracles: Mapping[str, Reconstructor] | None = None,
-    references: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """Score every row on the same future frames: row name -> MetricAccumulator.result().
-
-    `videos` yields clips (B, 3, T, H, W) in [-1, 1] or dataset batches with a "video" key.
-    A predictor sees only the first `context_frames` frames. An oracle reconstructs the whole
-    clip (it may see the future: it is a ceiling, not a model) and is scored on the future
-    frames of its output. With `references`, the black and copy-last rows are added.
-    """
-    rows: dict[str, Predictor] = {**(reference_predictors() if references else {}), **predictors}
-    oracles = dict(oracles or {})
-    accumulators = {name: MetricAccumulator() for name in [*rows, *oracles]}
-    with torch.no_grad():
-        for batch in videos:
-            video = batch["video"] if isinstance(batch, Mapping) else batch
-            if video.shape[2] <= context_frames:
-                raise DataError(
-                    f"clips of {video.shape[2]} frames: expected more than context_frames="
-                    f"{context_frames}"
-                )
-            context, future = video[:, :, :context_frames], video[:, :, context_frames:]
-            for name, predict in rows.items():
-                accumulators[name].update(
-                    _checked(name, predict(context, future.shape[2]), future), future
-                )
-            for name, reconstruct in oracles.items():
-                recon = _checked(name, reconstruct(video), video)
-                accumulators[name].update(recon[:, :, context_frames:], future)
-    return {name: accumulator.result() for name, accumulator in accumulators.items()}
-
-
-def _checked(name: str, output: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if tuple(output.shape) != tuple(like.shape):
-        raise DataError(
-            f"row {name!r} returned shape {tuple(output.shape)}: expected {tuple(like.shape)}"
-        )
-    return output.to(like.device)
+# The rows every model must beat, scored beside it (shared.evaluation).
+REFERENCE_PREDICTORS: dict[str, Predictor] = {"black": predict_black,
+                                              "copy_last": predict_copy_last}

@@ -25,8 +25,8 @@ Design choices:
 - Pre-norm blocks (LayerNorm -> attention / GELU MLP -> residual) with attention from
   ``shared.attention`` (SDPA or flash-attn), as in nanoGPT.
 
-The training loss (``latent_loss``) and ``count_parameters`` sit in a small functions
-section at the end: they are the only things every variant needs next to the model.
+The training loss (``latent_loss``) and the code readouts sit in a small functions section at
+the end: they are the only things every variant needs next to the model.
 """
 
 from __future__ import annotations
@@ -49,11 +49,8 @@ READOUTS = ("sign", "mean", "samples")
 # function of the weights and the context alone, and evaluating never moves the global RNG.
 READOUT_SEED = 0
 # Initial copy-prior gain: logit 0.6 x the last context code, i.e. that code at
-# 2 sigmoid(0.6) - 1 = 0.29 of full contrast under the "mean" readout. With the tiny tokenizer
-# (held-out future, 128 clips) decoding the last context latent frame at contrast 0.3 scored
-# 21.20 dB PSNR, at 0.54 21.17, at full contrast (its signs) 20.55, and all-zero future codes
-# 20.91: the background a plain copy gets right is outweighed by the moving parts it renders
-# wrongly at full contrast.
+# 2 sigmoid(0.6) - 1 = 0.29 of full contrast under the "mean" readout. Low contrast because a
+# full-contrast copy renders the moving parts wrongly (README, "Results so far").
 COPY_GAIN_INIT = 0.6
 
 
@@ -122,11 +119,8 @@ def _micro() -> PredictorConfig:
 
 def _tiny() -> PredictorConfig:
     # The tiny tokenizer's 16x16 latent grid in 2x2 patches: 8x8 tokens per latent frame.
-    # Readouts of one trained baseline (10-minute tokenizer, held-out PSNR / SSIM): "mean"
-    # 21.30 dB / 0.758; "samples" 21.46 with 1 draw, 21.50 / 0.762 with 2 (each extra draw
-    # is one more decode), 21.51 with 4 and 8. An earlier baseline: "mean" 21.14, "sign" 20.92.
-    # The copy prior, same tokenizer and seed ("mean" readout): baseline 21.14 -> 21.27 dB,
-    # slowfast-frozen 21.13 -> 21.28, joint-i3d 21.17 -> 21.29.
+    # "samples" with 2 draws (each extra draw is one more decode, for little more) and the copy
+    # prior scored best on tiny (README, "Results so far").
     return PredictorConfig(width=128, depth=4, heads=4, patch=2, readout="samples",
                            readout_samples=2, copy_prior=True)
 
@@ -317,8 +311,6 @@ class LatentPredictor(nn.Module):
         if self.copy_gain is not None:
             # Detached: the prior is a fixed path, so a trainable tokenizer (joint-i3d) is not
             # pulled towards codes that merely repeat; the transformer's path keeps its gradient.
-            # Not detached, joint-i3d tiny changed 19 % of its probe clips' code bits (4 %
-            # detached) and scored 21.10 dB held-out PSNR (21.29 detached).
             last_bc1hw = context_codes_bcthw[:, :, -1:].detach().to(dtype)  # broadcast over Tf'
             logits_bcthw = logits_bcthw + self.copy_gain.view(1, -1, 1, 1, 1) * last_bc1hw
         return logits_bcthw
@@ -396,7 +388,7 @@ def _unpatchify(tokens_bnd: torch.Tensor, grid: tuple[int, int, int], p: int) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Functions every variant needs beside the model: codes from logits, the loss, parameter counts.
+# Functions every variant needs beside the model: codes from logits and the loss.
 
 
 def sample_codes(logits: torch.Tensor, samples: int, *, loss: str = "bits") -> torch.Tensor:
@@ -453,13 +445,3 @@ def latent_loss(
         bit_accuracy = ((logits > 0) == (target_codes > 0)).float().mean()
     return LatentLoss(loss, bit_accuracy)
 
-
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts; shared parameters are counted once."""
-    trainable = frozen = 0
-    for param in module.parameters():  # parameters() already skips duplicates
-        if param.requires_grad:
-            trainable += param.numel()
-        else:
-            frozen += param.numel()
-    return trainable, frozen

@@ -51,12 +51,9 @@ def _tiny() -> StudyConfig:
         tokenizer_preset="tiny",
         tokenizer=None,
         predictor=predictor_config("tiny"),
-        # Two epochs: on 2048 clips the held-out PSNR of a 6-epoch baseline run rose 0.15 dB
-        # from epoch 2 to 3 and not at all after, while the loss kept falling (memorising).
-        # Two leave room for three variants on 2 cores within `orch run`'s 15 minutes.
-        # Fresh clips and steps help, slowly (baseline, 10-minute tokenizer, "mean" readout,
-        # one thread): as here 21.30 dB in 4 min; batches of 16 21.39; 8192 clips 21.63 in
-        # 19 min (6144 of them encoded); 8192 clips in batches of 16 21.78 in 14 min (cached).
+        # Two epochs: later ones barely moved the held-out PSNR on 2048 clips (memorising), and
+        # two leave room for three variants on 2 cores within `orch run`'s 15 minutes. More
+        # clips and steps help, slowly (README, "Results so far").
         train=TrainConfig(epochs=2, batch_size=32, lr=1e-3, train_clips=2048, eval_clips=128,
                           warmup_steps=20, log_every=10, eval_batch_size=32),
     )

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from shared.data import TrajectoryVideos
-from shared.magvit import MagvitTokenizer, save_tokenizer, tokenizer_config
+from shared.data import TrajectoryVideos, stack_videos
+from shared.magvit import MagvitTokenizer, load_tokenizer, save_tokenizer, tokenizer_config
 from shared.predictor import PredictorConfig
 from shared.presets import StudyConfig, study_preset
 
@@ -40,10 +41,31 @@ def write_micro_tokenizer(path: Path, seed: int = 0) -> Path:
     return save_tokenizer(micro_tokenizer(seed + 1), path, ema_state=ema)
 
 
+def randomise_batchnorm_statistics(model: nn.Module) -> nn.Module:
+    """BatchNorm running means ~ N(0, 0.1) and variances ~ U(0.5, 1.5), drawn from the global
+    RNG: statistics that are not the defaults, so a loader that skips buffers is caught."""
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    return model
+
+
+def gate_inputs(study: StudyConfig, directory: Path) -> tuple[MagvitTokenizer, TrajectoryVideos]:
+    """What every gate builds its experiment from, with the global RNG seeded to 0 first: the
+    tokenizer loaded from a micro checkpoint in the official layout (written to
+    ``directory``) and the study's training clips."""
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(write_micro_tokenizer(directory / "tokenizer.ckpt"))
+    return tokenizer, TrajectoryVideos(study.data, split="train", size=study.train.train_clips)
+
+
 def micro_clips(count: int, *, split: str = "eval") -> torch.Tensor:
     """(count, 3, T, H, W) trajectory clips of the micro preset in [-1, 1]."""
     videos = TrajectoryVideos(micro_study().data, split=split, size=count)
-    return torch.stack([videos[i]["video"] for i in range(count)])
+    return stack_videos(videos, range(count))
 
 
 def expected_predictor_parameters(config: PredictorConfig) -> int:
@@ -73,8 +95,6 @@ def check_tokenizer_checkpoint_round_trip(directory: Path) -> MagvitTokenizer:
     """Gate check 1: a micro checkpoint in the official layout (raw + ``model_ema.*``) loads
     strictly, with the EMA weights, and reconstructs a clip to its own shape. Returns the
     loaded tokenizer for further checks."""
-    from shared.magvit import load_tokenizer
-
     written = micro_tokenizer(seed=3)
     path = write_micro_tokenizer(directory / "tokenizer.ckpt", seed=3)
     payload = torch.load(path, weights_only=True)

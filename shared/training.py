@@ -1,10 +1,10 @@
 """The training loop every variant runs through.
 
-A variant describes its model and data as an ``Experiment`` (what is trainable, how a batch
-becomes a loss, how the future is predicted from the context); this module does the rest the
-same way for all of them: seeding, the optimizer and schedule, mixed precision on CUDA,
-``events.jsonl``, a checkpoint after every epoch, ``--resume``, evaluation against the
-reference rows, and ``results.json`` (schemas in requirements.md).
+A variant describes its model and data as an ``Experiment`` (``shared.experiment``: what is
+trainable, how a batch becomes a loss, how the future is predicted from the context); this
+module does the rest the same way for all of them: seeding, the optimizer and schedule, mixed
+precision on CUDA, ``events.jsonl``, a checkpoint after every epoch, ``--resume``, evaluation
+against the reference rows, and ``results.json`` (schemas in requirements.md).
 
 Determinism: the order of the training clips in epoch ``e`` comes from a generator seeded
 with ``(seed, e)``, and the global RNG states are saved with each checkpoint, so a run that
@@ -14,29 +14,27 @@ not (on the CPU, where kernels are deterministic).
 
 from __future__ import annotations
 
-import abc
 import math
 import os
 import random
 import signal
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from orchestrator.formats import RESULTS_SCHEMA, write_json_atomic
 from shared import runtime
 from shared.checkpoint import save_checkpoint
 from shared.errors import CheckpointError, ConfigError, DataError, SharedError
 from shared.evaluation import Evaluator
-from shared.events import EventLog, write_json_atomic
+from shared.events import EventLog
+from shared.experiment import Experiment
 
-RESULTS_SCHEMA = 1
 LAST_CHECKPOINT = "checkpoints/last.pt"
 
 
@@ -75,66 +73,6 @@ class RunSpec:
     resume: bool = False
     device: str | None = None
     threads: int | None = None
-
-
-class Experiment(abc.ABC):
-    """What a variant plugs into the loop.
-
-    ``trainable`` holds every module that is trained (it alone is checkpointed and given to
-    the optimizer); frozen parts live elsewhere on the experiment and are counted by
-    ``frozen_parameters``.
-    """
-
-    trainable: nn.Module
-
-    @abc.abstractmethod
-    def frozen_modules(self) -> list[nn.Module]:
-        """Modules that must never be updated (tokenizer, motion backbone...)."""
-
-    def to(self, device: torch.device) -> None:
-        self.trainable.to(device)
-        for module in self.frozen_modules():
-            module.to(device)
-
-    def prepare(self, log: EventLog) -> None:  # noqa: B027 - optional hook
-        """One-off work before training, e.g. filling a latent cache."""
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer groups; override to give parts of ``trainable`` their own learning rate
-        (a ``lr_scale`` key multiplies the configured rate)."""
-        return [{"params": [p for p in self.trainable.parameters() if p.requires_grad]}]
-
-    def epoch_metrics(self) -> dict[str, float]:
-        """Extra held-out measurements recorded with each epoch (e.g. a trainable
-        tokenizer's own reconstruction quality)."""
-        return {}
-
-    @abc.abstractmethod
-    def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
-        """Batches of the training clips in ``order`` (a permutation of clip indices)."""
-
-    @abc.abstractmethod
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of a batch and a few floats to log."""
-
-    @abc.abstractmethod
-    def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
-        """Predicted future frames (B, 3, future_frames, H, W) in [-1, 1] from the context alone."""
-
-    @abc.abstractmethod
-    def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
-        """The true future through the tokenizer: the best a latent predictor can reach."""
-
-    def parameter_counts(self) -> dict[str, int]:
-        trainable = sum(p.numel() for p in self.trainable.parameters() if p.requires_grad)
-        frozen_ids: set[int] = set()
-        frozen = 0
-        for module in [self.trainable, *self.frozen_modules()]:
-            for parameter in module.parameters():
-                if not parameter.requires_grad and id(parameter) not in frozen_ids:
-                    frozen_ids.add(id(parameter))
-                    frozen += parameter.numel()
-        return {"trainable": trainable, "frozen": frozen}
 
 
 @dataclass
@@ -245,111 +183,229 @@ def _train(
     for module in experiment.frozen_modules():
         module.eval()
         module.requires_grad_(False)
-    groups = experiment.param_groups()
-    for group in groups:
-        group["lr"] = config.lr * group.pop("lr_scale", 1.0)
-    parameters = [p for group in groups for p in group["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=(0.9, 0.95))
-    scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_grad_scaler)
     steps_per_epoch = math.ceil(config.train_clips / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=config.warmup_steps,
-                               min_ratio=config.min_lr_ratio),
-    )
-
+    optimizer = _Optimizer.for_experiment(experiment, config, precision, total_steps=total_steps)
     checkpoint_path = run.output_dir / LAST_CHECKPOINT
-    start_epoch, history, train_seconds = 1, [], 0.0
-    if run.resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        experiment.trainable.load_state_dict(state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        train_seconds = state["train_seconds"]
-    elif run.resume:
-        print(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch", flush=True)
+    start_epoch, history, train_seconds = _resume(checkpoint_path, experiment, optimizer,
+                                                  resume=run.resume)
 
     log.emit("start", variant=run.variant, preset=run.preset, seed=run.seed, device=str(device),
              epochs=config.epochs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
              resumed_from_epoch=start_epoch - 1, pid=os.getpid())
     experiment.prepare(log)
 
-    step = (start_epoch - 1) * steps_per_epoch
-    thread_budget = runtime.ThreadBudget()
+    loop = _EpochLoop(config=config, seed=run.seed, total_steps=total_steps, device=device,
+                      precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch)
     model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
+        epoch_losses, epoch_logs = loop.train_epoch(experiment, optimizer, epoch)
+        train_seconds += time.perf_counter() - epoch_start
+        model_row = _evaluate_epoch(experiment, evaluator, log, epoch=epoch, history=history,
+                                    losses=epoch_losses, logs=epoch_logs, started=epoch_start)
+        _save_epoch_checkpoint(checkpoint_path, experiment, optimizer, log, epoch=epoch,
+                               history=history, train_seconds=train_seconds)
+
+    return _write_results(
+        experiment, evaluator, log, config=config, run=run, run_config=run_config,
+        device=device, threads=threads, history=history, model_row=model_row,
+        train_seconds=train_seconds, wall_start=wall_start,
+    )
+
+
+@dataclass
+class _Optimizer:
+    """What one optimizer step needs beside the loss: AdamW, its learning-rate schedule, the
+    AMP gradient scaler, and the parameters the gradient clip covers."""
+
+    optimizer: torch.optim.AdamW
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    parameters: list[torch.Tensor]
+    grad_clip: float | None
+
+    @classmethod
+    def for_experiment(cls, experiment: Experiment, config: TrainConfig,
+                       precision: runtime.Precision, *, total_steps: int) -> _Optimizer:
+        groups = experiment.param_groups()
+        for group in groups:
+            group["lr"] = config.lr * group.pop("lr_scale", 1.0)
+        parameters = [p for group in groups for p in group["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay,
+                                      betas=(0.9, 0.95))
+        scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_grad_scaler)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(step, total_steps=total_steps,
+                                   warmup_steps=config.warmup_steps,
+                                   min_ratio=config.min_lr_ratio),
+        )
+        return cls(optimizer, schedule, scaler, parameters, config.grad_clip)
+
+    @property
+    def lr(self) -> float:
+        """The rate of the first group (the variant's main one) at this step."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def _resume(
+    checkpoint_path: Path, experiment: Experiment, optimizer: _Optimizer, *, resume: bool
+) -> tuple[int, list[dict[str, Any]], float]:
+    """(first epoch to train, history so far, training seconds so far): from the last
+    checkpoint with ``resume``, else a fresh start."""
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        experiment.trainable.load_state_dict(state["trainable"])
+        optimizer.load_state_dict(state)
+        _set_rng_state(state["rng"])
+        return state["epoch"] + 1, state["history"], state["train_seconds"]
+    if resume:
+        print(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch", flush=True)
+    return 1, [], 0.0
+
+
+@dataclass
+class _EpochLoop:
+    """Runs the training epochs: the step count carries over from one epoch to the next."""
+
+    config: TrainConfig
+    seed: int
+    total_steps: int
+    device: torch.device
+    precision: runtime.Precision
+    log: EventLog
+    step: int  # optimizer steps done so far, over all epochs
+    thread_budget: runtime.ThreadBudget = field(default_factory=runtime.ThreadBudget)
+
+    def train_epoch(self, experiment: Experiment, optimizer: _Optimizer, epoch: int
+                    ) -> tuple[list[float], list[dict[str, float]]]:
+        """One pass over the training clips in this epoch's order; the loss and the logs of
+        every step."""
+        config = self.config
         experiment.trainable.train()
-        order = epoch_order(run.seed, epoch, config.train_clips)
-        progress, epoch_losses, epoch_logs = _Progress(), [], []
+        order = epoch_order(self.seed, epoch, config.train_clips)
+        progress, losses, logs = _Progress(), [], []
         for batch in experiment.train_batches(order, config.batch_size):
-            with precision.autocast():
-                loss, logs = experiment.loss(batch)
+            with self.precision.autocast():
+                loss, step_logs = experiment.loss(batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}: "
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step + 1}: "
                                          "lower the learning rate or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            step += 1
-            if (granted := thread_budget.poll()) is not None:
+            optimizer.step(loss)
+            self.step += 1
+            if (granted := self.thread_budget.poll()) is not None:
                 print(f"threads: now {granted} (cores freed by ended jobs)", flush=True)
             progress.losses.append(loss.item())
-            epoch_losses.append(loss.item())
-            epoch_logs.append(logs)
+            losses.append(loss.item())
+            logs.append(step_logs)
             progress.samples += _batch_size(batch)
-            if step % config.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - progress.started
-                seconds_per_step = elapsed / max(1, len(progress.losses))
-                record = log.emit(
-                    "progress", epoch=epoch, step=step, total_steps=total_steps,
-                    loss=sum(progress.losses) / len(progress.losses),
-                    samples_per_s=progress.samples / max(elapsed, 1e-9),
-                    eta_s=seconds_per_step * (total_steps - step),
-                    lr=optimizer.param_groups[0]["lr"], memory_mb=runtime.peak_memory_mb(device),
-                )
-                print(f"epoch {epoch} step {step}/{total_steps} loss {record['loss']:.4f} "
-                      f"{record['samples_per_s']:.1f} samples/s eta {record['eta_s']:.0f}s",
-                      flush=True)
+            if self.step % config.log_every == 0 or self.step == self.total_steps:
+                self._report_progress(progress, epoch=epoch, lr=optimizer.lr)
                 progress = _Progress()
-        train_seconds += time.perf_counter() - epoch_start
+        return losses, logs
 
-        model_row = evaluator.evaluate_model(experiment)
-        metrics = {key: value for key, value in model_row.items() if key != "per_frame"}
-        extra = experiment.epoch_metrics()
-        log.emit("eval", epoch=epoch, metrics=metrics, **({"extra": extra} if extra else {}))
-        history.append({
-            "epoch": epoch,
-            "train_loss": sum(epoch_losses) / max(1, len(epoch_losses)),
-            "train_logs": _mean_logs(epoch_logs),
-            "eval": metrics,
-            "extra": extra,
-            "seconds": time.perf_counter() - epoch_start,
-        })
-        print(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, eval PSNR "
-              f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}", flush=True)
-        save_checkpoint(checkpoint_path, {
-            "epoch": epoch,
-            "trainable": experiment.trainable.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
-            "history": history,
-            "train_seconds": train_seconds,
-        })
-        log.emit("checkpoint", epoch=epoch, path=LAST_CHECKPOINT)
+    def _report_progress(self, progress: _Progress, *, epoch: int, lr: float) -> None:
+        elapsed = time.perf_counter() - progress.started
+        seconds_per_step = elapsed / max(1, len(progress.losses))
+        record = self.log.emit(
+            "progress", epoch=epoch, step=self.step, total_steps=self.total_steps,
+            loss=sum(progress.losses) / len(progress.losses),
+            samples_per_s=progress.samples / max(elapsed, 1e-9),
+            eta_s=seconds_per_step * (self.total_steps - self.step),
+            lr=lr, memory_mb=runtime.peak_memory_mb(self.device),
+        )
+        print(f"epoch {epoch} step {self.step}/{self.total_steps} loss {record['loss']:.4f} "
+              f"{record['samples_per_s']:.1f} samples/s eta {record['eta_s']:.0f}s", flush=True)
 
+
+def _evaluate_epoch(
+    experiment: Experiment,
+    evaluator: Evaluator,
+    log: EventLog,
+    *,
+    epoch: int,
+    history: list[dict[str, Any]],
+    losses: list[float],
+    logs: list[dict[str, float]],
+    started: float,
+) -> dict[str, Any]:
+    """Score the model on the held-out clips, log it, add the epoch to ``history``; returns
+    the model's row."""
+    model_row = evaluator.evaluate_model(experiment)
+    metrics = {key: value for key, value in model_row.items() if key != "per_frame"}
+    extra = experiment.epoch_metrics()
+    log.emit("eval", epoch=epoch, metrics=metrics, **({"extra": extra} if extra else {}))
+    history.append({
+        "epoch": epoch,
+        "train_loss": sum(losses) / max(1, len(losses)),
+        "train_logs": _mean_logs(logs),
+        "eval": metrics,
+        "extra": extra,
+        "seconds": time.perf_counter() - started,
+    })
+    print(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, eval PSNR "
+          f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}", flush=True)
+    return model_row
+
+
+def _save_epoch_checkpoint(
+    path: Path,
+    experiment: Experiment,
+    optimizer: _Optimizer,
+    log: EventLog,
+    *,
+    epoch: int,
+    history: list[dict[str, Any]],
+    train_seconds: float,
+) -> None:
+    """Everything ``--resume`` needs to go on as if the run had not stopped."""
+    save_checkpoint(path, {
+        "epoch": epoch,
+        "trainable": experiment.trainable.state_dict(),
+        **optimizer.state_dict(),
+        "rng": _rng_state(),
+        "history": history,
+        "train_seconds": train_seconds,
+    })
+    log.emit("checkpoint", epoch=epoch, path=LAST_CHECKPOINT)
+
+
+def _write_results(
+    experiment: Experiment,
+    evaluator: Evaluator,
+    log: EventLog,
+    *,
+    config: TrainConfig,
+    run: RunSpec,
+    run_config: dict[str, Any],
+    device: torch.device,
+    threads: int,
+    history: list[dict[str, Any]],
+    model_row: dict[str, Any] | None,
+    train_seconds: float,
+    wall_start: float,
+) -> dict[str, Any]:
+    """The final rows beside the reference rows, the frame strip and ``results.json``."""
     # The last epoch's row is the final model's: no second pass over the held-out clips.
     final = evaluator.evaluate_all(experiment, model_row=model_row)
     strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")

@@ -10,14 +10,22 @@ import pytest
 import torch
 
 from shared.errors import DataError
+from shared.evaluation import Evaluator
 from shared.metrics import (
     PSNR_CAP_DB,
+    REFERENCE_PREDICTORS,
     MetricAccumulator,
-    frame_metrics,
-    reference_predictions,
-    score_predictors,
+    clip_metrics,
+    predict_black,
+    predict_copy_last,
     ssim_per_frame,
 )
+
+
+def frame_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """name -> per-frame values (T,), averaged over the batch."""
+    per_clip = clip_metrics(pred_bcthw, true_bcthw)
+    return {name: values.mean(dim=0) for name, values in per_clip.items()}
 
 
 def _pair(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,38 +161,37 @@ def test_accumulator_averages_over_all_clips_and_frames():
 def test_reference_predictions():
     _, video = _pair((2, 3, 5, 8, 8), seed=6)
     video = video.float().clamp(-1, 1)
-    rows = reference_predictions(video[:, :, :3], 2)
-    assert torch.equal(rows["black"], torch.full((2, 3, 2, 8, 8), -1.0))
-    assert torch.equal(rows["copy_last"], video[:, :, 2:3].expand(2, 3, 2, 8, 8))
-    black = frame_metrics(rows["black"], video[:, :, 3:])
+    black, copy_last = predict_black(video[:, :, :3], 2), predict_copy_last(video[:, :, :3], 2)
+    assert torch.equal(black, torch.full((2, 3, 2, 8, 8), -1.0))
+    assert torch.equal(copy_last, video[:, :, 2:3].expand(2, 3, 2, 8, 8))
+    scores = frame_metrics(black, video[:, :, 3:])
     target01 = (video[:, :, 3:] + 1) / 2
-    assert float(black["mse"].mean()) == pytest.approx(
+    assert float(scores["mse"].mean()) == pytest.approx(
         float(target01.square().sum(dim=(1, 3, 4)).mean()), rel=1e-6
     )
 
 
-def test_score_predictors_scores_every_row_on_the_same_future():
+def test_evaluator_scores_every_row_on_the_same_future():
     _, video = _pair((3, 3, 9, 8, 8), seed=7)
-    video = video.float().clamp(-1, 1)
+    clips = [{"video": clip} for clip in video.float().clamp(-1, 1)]
+    evaluator = Evaluator(clips, context_frames=5, batch_size=2)
     seen: list[int] = []
 
-    def mean_of_context(context: torch.Tensor, future: int) -> torch.Tensor:
+    def mean_of_context(context: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         seen.append(context.shape[2])
-        return context.mean(dim=2, keepdim=True).expand(-1, -1, future, -1, -1)
+        return context.mean(dim=2, keepdim=True).expand_as(future)
 
-    batches = [{"video": video[:2]}, video[2:]]
-    rows = score_predictors(
-        {"mean": mean_of_context}, batches, context_frames=5, oracles={"oracle": lambda v: v}
-    )
-    assert set(rows) == {"black", "copy_last", "mean", "oracle"}
-    assert seen == [5, 5]  # a predictor never sees the future
-    assert rows["oracle"]["psnr"] == PSNR_CAP_DB and rows["oracle"]["ssim"] == pytest.approx(1.0)
-    copy_last = MetricAccumulator()
-    copy_last.update(reference_predictions(video[:, :, :5], 4)["copy_last"], video[:, :, 5:])
-    assert rows["copy_last"]["mse"] == pytest.approx(copy_last.result()["mse"], rel=1e-12)
-    assert all(row["clips"] == 3 for row in rows.values())
-    with pytest.raises(DataError, match="'short'"):
-        score_predictors({"short": lambda c, f: c[:, :, :1]}, [video], context_frames=5)
+    row = evaluator.score(mean_of_context, torch.device("cpu"))
+    assert seen == [5, 5] and row["clips"] == 3  # two batches; the context only
+    copy_last = evaluator.score(
+        lambda context, future: REFERENCE_PREDICTORS["copy_last"](context, future.shape[2]),
+        torch.device("cpu"))
+    by_hand = MetricAccumulator()
+    stacked = torch.stack([c["video"] for c in clips])
+    by_hand.update(predict_copy_last(stacked[:, :, :5], 4), stacked[:, :, 5:])
+    assert copy_last["mse"] == pytest.approx(by_hand.result()["mse"], rel=1e-12)
+    exact = evaluator.score(lambda context, future: future, torch.device("cpu"))
+    assert exact["psnr"] == PSNR_CAP_DB and exact["ssim"] == pytest.approx(1.0)
 
 
 def test_bad_inputs_are_data_errors():

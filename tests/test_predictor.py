@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from shared.errors import ConfigError
+from shared.experiment import parameter_counts
 from shared.latent_experiment import decode_future, encode_context, predict_future
 from shared.predictor import (
     PREDICTOR_CONFIGS,
     LatentPredictor,
     PredictorConfig,
     codes_from_logits,
-    count_parameters,
     grid_positions,
     latent_loss,
     predictor_config,
@@ -36,7 +36,8 @@ def test_presets_build_and_bad_values_are_config_errors():
     assert set(PREDICTOR_CONFIGS) == {"micro", "tiny", "full"}
     full = predictor_config("full")
     assert (full.depth, full.heads, full.width, full.code_dim) == (12, 8, 256, CODE_DIM)
-    sizes = [count_parameters(LatentPredictor(predictor_config(n)))[0] for n in PREDICTOR_CONFIGS]
+    sizes = [parameter_counts(LatentPredictor(predictor_config(n)))["trainable"]
+             for n in PREDICTOR_CONFIGS]
     assert sizes == sorted(sizes)  # micro < tiny < full
     with pytest.raises(ConfigError, match="unknown predictor preset 'huge'"):
         predictor_config("huge")
@@ -106,10 +107,11 @@ def test_gradients_reach_every_parameter(copy_prior):
     latent_loss(logits, random_codes(logits.shape, seed=1)).loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert missing == []
-    assert count_parameters(model) == (sum(p.numel() for p in model.parameters()), 0)
+    assert parameter_counts(model) == {"trainable": sum(p.numel() for p in model.parameters()),
+                                      "frozen": 0}
     model.head.requires_grad_(False)
     head_size = sum(p.numel() for p in model.head.parameters())
-    assert count_parameters(model)[1] == head_size
+    assert parameter_counts(model)["frozen"] == head_size
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -246,7 +248,8 @@ def test_copy_prior_adds_the_last_context_frame_times_a_learned_gain():
     # the last context frame matters to the prior.
     expected = COPY_GAIN_INIT * context[:, :, -1:].expand(-1, -1, 2, -1, -1)
     assert torch.allclose(difference, expected, atol=1e-5)
-    assert count_parameters(with_prior)[0] - count_parameters(without)[0] == CODE_DIM
+    assert (parameter_counts(with_prior)["trainable"]
+            - parameter_counts(without)["trainable"]) == CODE_DIM
 
     # The prior's path is detached: the gradient that reaches the context codes (a trainable
     # tokenizer's, in joint-i3d) is the transformer's alone.

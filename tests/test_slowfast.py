@@ -1,4 +1,4 @@
-"""SlowFast R50 / I3D R50: the public checkpoints' key contract, loading, input handling."""
+"""SlowFast R50: the public checkpoint's key contract, loading, input handling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from torch import nn
 
 from shared.checkpoint import save_checkpoint
 from shared.errors import CheckpointError, ConfigError
-from shared.motion.resnet3d import I3D_R50_PRESETS, I3DR50
 from shared.motion.slowfast import (
     SlowFastConfig,
     SlowFastFeatures,
@@ -78,31 +77,6 @@ def test_kinetics400_matches_public_checkpoint_layout() -> None:
     # res5 has no fusion and blocks.5 (the pool) owns no keys.
     assert not any(k.startswith(("blocks.4.multipathway_fusion", "blocks.5")) for k in state)
     assert model.config.feature_dim == 2048 + 256
-
-
-def test_i3d_r50_matches_public_checkpoint_layout() -> None:
-    with torch.device("meta"):
-        model = I3DR50(I3D_R50_PRESETS["kinetics400"]())
-    state = model.state_dict()
-    assert len(state) == 320
-    assert sum(p.numel() for p in model.parameters()) == 28_043_472
-    assert tuple(state["blocks.0.conv.weight"].shape) == (64, 3, 5, 7, 7)
-    assert tuple(state["blocks.6.proj.weight"].shape) == (400, 2048)
-    assert tuple(state["blocks.3.res_blocks.1.branch2.conv_a.weight"].shape) == (128, 512, 1, 1, 1)
-    assert not any(key.startswith("blocks.2.") for key in state)  # the temporal pool
-
-
-def test_i3d_r50_micro_features() -> None:
-    model = I3DR50(I3D_R50_PRESETS["micro"]()).eval()
-    clip = _clip(batch=2, frames=4, size=32)
-    with torch.no_grad():
-        pooled = model.forward_features(clip)
-        per_step = model.forward_features(clip, time_resolved=True)
-        logits = model(clip)
-    assert pooled.shape == (2, model.config.feature_dim)
-    assert per_step.shape == (2, 2, model.config.feature_dim)  # T halved after res2
-    assert torch.allclose(per_step.mean(dim=1), pooled, rtol=1e-5, atol=1e-6)
-    assert logits.shape == (2, 10)
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from torch.utils.data import Dataset
 
 from branches.baseline.config import BaselineConfig
 from shared.latent_cache import ClipCache
-from shared.latent_experiment import FrozenTokenizerExperiment, LatentLayout
+from shared.latent_experiment import FrozenTokenizerExperiment, frozen_tokenizer_experiment
 from shared.magvit import MagvitTokenizer
-from shared.predictor import LatentPredictor
 
 
 def build_experiment(
@@ -22,14 +20,5 @@ def build_experiment(
     train_clips: int,
     cache: ClipCache | None,
 ) -> FrozenTokenizerExperiment:
-    study = config.study
-    tokenizer.requires_grad_(False).eval()
-    predictor = LatentPredictor(replace(study.predictor, code_dim=tokenizer.config.code_dim))
-    return FrozenTokenizerExperiment(
-        tokenizer=tokenizer,
-        predictor=predictor,
-        train_set=train_set,
-        train_clips=train_clips,
-        layout=LatentLayout(study.data.frames, study.data.context_frames),
-        cache=cache,
-    )
+    return frozen_tokenizer_experiment(config.study, tokenizer=tokenizer, train_set=train_set,
+                                       train_clips=train_clips, cache=cache)

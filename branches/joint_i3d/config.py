@@ -97,10 +97,7 @@ def joint_i3d_config(preset: str) -> JointI3DConfig:
         # cache): one pass over fewer clips keeps `orch run` of the three variants within 15
         # minutes on 2 CPU cores, and a quarter of each batch anchors the tokenizer's
         # reconstruction. Batches of 16 give the predictor twice the steps of batches of 32
-        # for the same clips. Held-out PSNR, seed 0, one thread, same tokenizer (copy-last
-        # 20.92 dB): 1024 clips in batches of 32 (32 steps) 20.89 dB; in batches of 16 (64
-        # steps) 20.98 dB with 8 or 20.97 dB with 4 reconstruction clips; 1536 clips in
-        # batches of 16 (96 steps) 21.17 dB in 261 s of training.
+        # for the same clips (README, "Results so far").
         train = replace(study.train, train_clips=1536, epochs=1, batch_size=16, lr=2e-3,
                         warmup_steps=4, log_every=4)
         config = replace(config, study=replace(study, train=train), recon_clips=4)

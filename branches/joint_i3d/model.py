@@ -46,7 +46,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from branches.joint_i3d.config import JointI3DConfig, JointLossConfig
+from shared.data import stack_videos
 from shared.events import EventLog
+from shared.experiment import Experiment, index_batches
 from shared.latent_experiment import (
     LatentLayout,
     decode_future,
@@ -62,7 +64,6 @@ from shared.motion.i3d import MIN_FRAMES, I3DFeatures, InceptionI3d
 from shared.motion.inputs import select_frames
 from shared.predictor import LatentPredictor, codes_from_logits, latent_loss
 from shared.runtime import eval_mode
-from shared.training import Experiment
 
 
 class JointModules(nn.Module):
@@ -131,10 +132,6 @@ class JointI3DExperiment(Experiment):
                            "lr_scale": self.motion_lr_scale})
         return groups
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.predictor.parameters()).device
-
     def motion_tokens(self, context_bcthw: torch.Tensor) -> torch.Tensor:
         """Context frames -> normalised I3D tokens (B, N_cond, feature_dim)."""
         if context_bcthw.shape[2] < MIN_FRAMES:
@@ -155,10 +152,8 @@ class JointI3DExperiment(Experiment):
     # -- training -----------------------------------------------------------------------
 
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size].tolist()
-            videos = torch.stack([self.train_set[i]["video"] for i in chunk])
-            yield {"video": videos.to(self.device)}
+        for chunk in index_batches(order, batch_size):
+            yield {"video": stack_videos(self.train_set, chunk).to(self.device)}
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         video_bcthw = batch["video"]
@@ -272,7 +267,7 @@ def build_experiment(
     probe = None
     if probe_set is not None:
         count = min(config.probe_clips, len(probe_set))  # type: ignore[arg-type]
-        probe = torch.stack([probe_set[i]["video"] for i in range(count)])
+        probe = stack_videos(probe_set, range(count))
     return JointI3DExperiment(
         modules=JointModules(tokenizer, predictor, nn.LayerNorm(features.feature_dim),
                              None if features.frozen else features),

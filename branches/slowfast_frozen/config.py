@@ -10,10 +10,7 @@
   Kinetics crops did. The project's references name no hub copy of the file, so the user
   passes ``--motion PATH`` (pytorchvideo's SLOWFAST_8x8_R50.pyth).
 
-Measured on tiny (seed 0, a 20.8 dB tokenizer, a SlowFast at 77 % held-out class accuracy):
-the trained predictor barely uses the tokens: held-out PSNR 20.651 dB with the clip's own
-features, 20.647 with another clip's, 20.661 with zeros. The context latents already show the
-motion that a 4-way class summarises.
+How much the predictor uses the features on tiny: README, "Results so far".
 """
 
 from __future__ import annotations
@@ -31,9 +28,8 @@ VARIANT = "slowfast-frozen"
 class SlowFastFrozenConfig:
     study: StudyConfig
     # Conditioning: one pooled 2304-d (tiny: 1152-d) token per clip, or one per slow frame
-    # (2 at 8 fast frames). Pooled: on tiny (seed 0, same tokenizer and backbone) the two gave
-    # the same loss curve to 1e-4 over two epochs and final PSNR within noise, so the cheaper
-    # one wins (1 token, half the cached features).
+    # (2 at 8 fast frames). Pooled: on tiny the two trained alike, so the cheaper one wins
+    # (1 token, half the cached features).
     time_resolved: bool = False
     # Input-convention overrides applied to the loaded backbone (never weight-shaping fields).
     motion_inputs: dict[str, Any] = field(default_factory=dict)

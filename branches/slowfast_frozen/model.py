@@ -16,7 +16,7 @@ Design choices:
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -27,12 +27,11 @@ from branches.slowfast_frozen.config import SlowFastFrozenConfig
 from shared.latent_cache import ClipCache
 from shared.latent_experiment import (
     FrozenTokenizerExperiment,
-    LatentLayout,
+    frozen_tokenizer_experiment,
     weights_fingerprint,
 )
 from shared.magvit import MagvitTokenizer
 from shared.motion.slowfast import SlowFastFeatures, SlowFastR50
-from shared.predictor import LatentPredictor
 
 
 class SlowFastCondition:
@@ -68,17 +67,6 @@ def build_experiment(
     cache: ClipCache | None,
     condition_cache: ClipCache | None = None,
 ) -> FrozenTokenizerExperiment:
-    study = config.study
-    tokenizer.requires_grad_(False).eval()
-    predictor = LatentPredictor(replace(study.predictor, code_dim=tokenizer.config.code_dim,
-                                        condition_dim=condition.feature_dim))
-    return FrozenTokenizerExperiment(
-        tokenizer=tokenizer,
-        predictor=predictor,
-        train_set=train_set,
-        train_clips=train_clips,
-        layout=LatentLayout(study.data.frames, study.data.context_frames),
-        cache=cache,
-        condition=condition,
-        condition_cache=condition_cache,
-    )
+    return frozen_tokenizer_experiment(config.study, tokenizer=tokenizer, train_set=train_set,
+                                       train_clips=train_clips, cache=cache,
+                                       condition=condition, condition_cache=condition_cache)

@@ -3,7 +3,7 @@
 Both datasets yield {"video": float32 (3, T, H, W) in [-1, 1], "label": int, "index": int}.
 """
 
-from shared.data.clips import check_frame_counts, from_model_range, to_model_range
+from shared.data.clips import check_frame_counts, from_model_range, stack_videos, to_model_range
 from shared.data.files import VideoFileDataset, load_video_file, open_video_array
 from shared.data.trajectories import (
     SHAPES,
@@ -27,6 +27,7 @@ __all__ = [
     "load_video_file",
     "open_video_array",
     "render_clip",
+    "stack_videos",
     "to_model_range",
     "trajectory_config",
 ]

@@ -1,4 +1,5 @@
-"""Clip conventions shared by every video source: frame counts and the model's value range.
+"""Clip conventions shared by every video source: frame counts, the model's value range, and
+items stacked into a batch.
 
 The video tokenizer is causal in time and compresses 4x: the first frame is encoded on its own
 and every following group of 4 frames becomes one latent frame. So a clip holds 1 + 4k frames,
@@ -7,8 +8,12 @@ and the context a predictor sees must end on a group boundary too, i.e. hold 1 +
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from shared.errors import ConfigError, DataError
 
@@ -63,3 +68,8 @@ def from_model_range(video: torch.Tensor) -> np.ndarray:
         )
     levels = (video.detach().to(torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5
     return levels.round_().to(torch.uint8).movedim(-4, -1).cpu().numpy()
+
+
+def stack_videos(dataset: Dataset[dict[str, Any]], indices: Iterable[int]) -> torch.Tensor:
+    """The ``video`` of each of the dataset's items ``indices``, stacked: (B, 3, T, H, W)."""
+    return torch.stack([dataset[i]["video"] for i in indices])

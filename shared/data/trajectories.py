@@ -455,6 +455,16 @@ class _Sprites:
     depth_nt: np.ndarray  # distance of each object's centre, for painter's order
 
 
+@dataclass
+class _Posed:
+    """N objects placed in every frame T: their yaw, and their vertices in the world and on
+    the screen."""
+
+    yaw_nt: np.ndarray
+    world_ntv3: np.ndarray
+    pixels_ntv2: np.ndarray
+
+
 def _render_objects(
     camera: _Camera,
     meshes: list[_Mesh],
@@ -465,16 +475,37 @@ def _render_objects(
     shadows: bool,
 ) -> _Sprites:
     count, frames = yaw_nt.shape
-    cos, sin = np.cos(yaw_nt)[..., None], np.sin(yaw_nt)[..., None]
+    world_ntv3 = _turn(_padded_vertices(meshes), yaw_nt) + positions_nt3[:, :, None, :]
+    pixels_ntv2, _ = camera.project(world_ntv3)
+    shadow_ntc2 = (_shadow_outlines(camera, meshes, world_ntv3, positions_nt3, light_3)
+                   if shadows else None)
+    outlines = pixels_ntv2 if shadow_ntc2 is None else np.concatenate([pixels_ntv2, shadow_ntc2], 2)
+    origin_nt2, bh, bw = _windows(outlines, camera)
+    alpha_sp, shade_sp = _face_coverage(meshes, _Posed(yaw_nt, world_ntv3, pixels_ntv2), light_3,
+                                        windows=(origin_nt2, bh, bw), camera=camera)
+    shape = (count, frames, bh, bw)
+    colour = shade_sp.reshape(*shape, 1) * colour_n3[:, None, None, None, :].astype(np.float32)
+    shadow = None
+    if shadow_ntc2 is not None:
+        shadow = _shadow_coverage(shadow_ntc2, origin_nt2, bh, bw).reshape(shape)
+    where = _window_pixels(camera, origin_nt2, bh, bw)
+    return _Sprites(where, colour, alpha_sp.reshape(shape), shadow,
+                    _centre_depths(camera, meshes, positions_nt3))
 
-    def turn(v_nx3: np.ndarray) -> np.ndarray:  # yaw about the vertical axis -> (N, T, X, 3)
-        x, y, z = v_nx3[:, None, :, 0], v_nx3[:, None, :, 1], v_nx3[:, None, :, 2]
-        y_ntx = np.broadcast_to(y, (count, frames, y.shape[2]))
-        return np.stack([x * cos + z * sin, y_ntx, -x * sin + z * cos], axis=-1)
 
-    # pad every object to the same vertex count by repeating its first vertex
+def _turn(v_nx3: np.ndarray, yaw_nt: np.ndarray) -> np.ndarray:
+    """Points or normals (N, X, 3) of each object turned by its yaw of every frame about the
+    vertical axis -> (N, T, X, 3)."""
+    cos, sin = np.cos(yaw_nt)[..., None], np.sin(yaw_nt)[..., None]  # (N, T, 1)
+    x, y, z = v_nx3[:, None, :, 0], v_nx3[:, None, :, 1], v_nx3[:, None, :, 2]
+    y_ntx = np.broadcast_to(y, (*yaw_nt.shape, y.shape[2]))
+    return np.stack([x * cos + z * sin, y_ntx, -x * sin + z * cos], axis=-1)
+
+
+def _padded_vertices(meshes: list[_Mesh]) -> np.ndarray:
+    """(N, V, 3): every object padded to the same vertex count by repeating its first vertex."""
     most = max(len(mesh.vertices_v3) for mesh in meshes)
-    vertices_nv3 = np.stack(
+    return np.stack(
         [
             np.concatenate(
                 [m.vertices_v3, np.repeat(m.vertices_v3[:1], most - len(m.vertices_v3), 0)]
@@ -482,27 +513,49 @@ def _render_objects(
             for m in meshes
         ]
     )
-    world_ntv3 = turn(vertices_nv3) + positions_nt3[:, :, None, :]
-    pixels_ntv2, _ = camera.project(world_ntv3)
+
+
+def _centre_depths(camera: _Camera, meshes: list[_Mesh], positions_nt3: np.ndarray
+                   ) -> np.ndarray:
+    """Distance (N, T) of each object's centre from the camera, for painter's order."""
     heights_n = np.array([mesh.height for mesh in meshes])
     middle = positions_nt3 + np.stack([0 * heights_n, heights_n / 2, 0 * heights_n], -1)[:, None]
     _, depth_nt = camera.project(middle)
+    return depth_nt
+
+
+def _shadow_outlines(
+    camera: _Camera,
+    meshes: list[_Mesh],
+    world_ntv3: np.ndarray,
+    positions_nt3: np.ndarray,
+    light_3: np.ndarray,
+) -> np.ndarray:
+    """Pixel outlines (N, T, C, 2) of the shadows: each base polygon dropped onto the ground,
+    a little larger, pushed away from the light and further the higher the object flies."""
+    count, frames = positions_nt3.shape[:2]
     n_idx, t_idx = np.arange(count)[:, None, None], np.arange(frames)[None, :, None]
+    flat = np.array([1.0, 0.0, 1.0])
+    footprints_nc = np.stack([mesh.footprint_c for mesh in meshes])
+    base = world_ntv3[n_idx, t_idx, footprints_nc[:, None, :]] * flat
+    centre = positions_nt3[:, :, None, :] * flat
+    offset = -light_3 * flat * (0.1 + 0.3 * positions_nt3[..., 1:2, None])
+    shadow_ntc2, _ = camera.project(centre + 1.15 * (base - centre) + offset)
+    return shadow_ntc2
 
-    shadow_ntc2 = None
-    if shadows:
-        # each base polygon dropped onto the ground, a little larger, pushed away from the
-        # light and further the higher the object flies
-        flat = np.array([1.0, 0.0, 1.0])
-        footprints_nc = np.stack([mesh.footprint_c for mesh in meshes])
-        base = world_ntv3[n_idx, t_idx, footprints_nc[:, None, :]] * flat
-        centre = positions_nt3[:, :, None, :] * flat
-        offset = -light_3 * flat * (0.1 + 0.3 * positions_nt3[..., 1:2, None])
-        shadow_ntc2, _ = camera.project(centre + 1.15 * (base - centre) + offset)
-        origin_nt2, bh, bw = _windows(np.concatenate([pixels_ntv2, shadow_ntc2], 2), camera)
-    else:
-        origin_nt2, bh, bw = _windows(pixels_ntv2, camera)
 
+def _face_coverage(
+    meshes: list[_Mesh],
+    posed: _Posed,
+    light_3: np.ndarray,
+    *,
+    windows: tuple[np.ndarray, int, int],
+    camera: _Camera,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage and shade (N * T, bh * bw) of the faces that face the camera, on each (object,
+    frame) window of ``windows`` (origins (N, T, 2) and the common size bh, bw)."""
+    count, frames = posed.yaw_nt.shape
+    _, bh, bw = windows
     segments = count * frames  # one per (object, frame), in that order
     alpha_sp = np.zeros(segments * bh * bw)
     shade_sp = np.zeros(segments * bh * bw)
@@ -510,31 +563,12 @@ def _render_objects(
         _face_group([m.quads_f4 for m in meshes], [m.quad_normals_f3 for m in meshes]),
         _face_group([m.caps_fc for m in meshes], [m.cap_normals_f3 for m in meshes]),
     )
-    camera_position = np.array([0.0, CAMERA_HEIGHT, 0.0])
     for group in groups:
-        if group is None:
+        faces = None if group is None else _rasterise_faces(
+            group, posed, light_3, windows=windows, camera=camera)
+        if faces is None:
             continue
-        normals_ntf3 = turn(group.normals_nf3)
-        on_face = world_ntv3[n_idx, t_idx, group.starts_nfe[:, None, :, 0]]  # (N, T, F, 3)
-        facing = ((camera_position - on_face) * normals_ntf3).sum(-1) > 0  # back-face culling
-        n_k, t_k, f_k = np.nonzero(facing & group.valid_nf[:, None, :])
-        if len(n_k) == 0:  # e.g. a cone's base, never seen from above
-            continue
-        n_k1, t_k1 = n_k[:, None], t_k[:, None]
-        starts = pixels_ntv2[n_k1, t_k1, group.starts_nfe[n_k, f_k]]  # (K, E, 2)
-        ends = pixels_ntv2[n_k1, t_k1, group.ends_nfe[n_k, f_k]]
-        # each face on its own small window inside its object's window: faces are much
-        # smaller than objects (a cylinder's side is a thin strip)
-        outer = origin_nt2[n_k, t_k]
-        inner, fh, fw = _windows(starts[None], camera, inside=(outer, bh, bw))
-        cover_kp = _coverage(starts, ends, inner[0], fh, fw)
-        shade_k = AMBIENT + (1 - AMBIENT) * np.clip(normals_ntf3[n_k, t_k, f_k] @ light_3, 0, None)
-        # flat position of every face-window pixel among all (object, frame) windows
-        local = inner[0] - outer
-        rows = (n_k * frames + t_k)[:, None] * bh + local[:, 1, None] + np.arange(fh)
-        where_kp = (rows[:, :, None] * bw + local[:, 0, None, None] + np.arange(fw)).reshape(
-            len(n_k), fh * fw
-        )
+        where_kp, cover_kp, shade_k = faces
         alpha_sp += np.bincount(where_kp.ravel(), cover_kp.ravel(), len(alpha_sp))
         shade_sp += np.bincount(
             where_kp.ravel(), (cover_kp * shade_k[:, None]).ravel(), len(shade_sp)
@@ -545,17 +579,64 @@ def _render_objects(
     excess = np.maximum(alpha_sp, 1.0)
     alpha_sp /= excess
     shade_sp /= excess
-    shape = (count, frames, bh, bw)
-    colour = shade_sp.reshape(*shape, 1) * colour_n3[:, None, None, None, :].astype(np.float32)
-    shadow = None
-    if shadow_ntc2 is not None:
-        starts = shadow_ntc2.reshape(segments, -1, 2)
-        ends = np.roll(starts, -1, axis=1)
-        shadow = _coverage(starts, ends, origin_nt2.reshape(segments, 2), bh, bw).reshape(shape)
+    return alpha_sp, shade_sp
+
+
+def _rasterise_faces(
+    group: _FaceGroup,
+    posed: _Posed,
+    light_3: np.ndarray,
+    *,
+    windows: tuple[np.ndarray, int, int],
+    camera: _Camera,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The K faces of ``group`` that face the camera, each on a small window of its own:
+    (flat index of each face-window pixel among all (object, frame) windows (K, P), coverage
+    (K, P), shade (K,)); None when no face is seen (e.g. a cone's base, seen from above)."""
+    count, frames = posed.yaw_nt.shape
+    origin_nt2, bh, bw = windows
+    pixels_ntv2 = posed.pixels_ntv2
+    n_idx, t_idx = np.arange(count)[:, None, None], np.arange(frames)[None, :, None]
+    normals_ntf3 = _turn(group.normals_nf3, posed.yaw_nt)
+    on_face = posed.world_ntv3[n_idx, t_idx, group.starts_nfe[:, None, :, 0]]  # (N, T, F, 3)
+    camera_position = np.array([0.0, CAMERA_HEIGHT, 0.0])
+    facing = ((camera_position - on_face) * normals_ntf3).sum(-1) > 0  # back-face culling
+    n_k, t_k, f_k = np.nonzero(facing & group.valid_nf[:, None, :])
+    if len(n_k) == 0:
+        return None
+    n_k1, t_k1 = n_k[:, None], t_k[:, None]
+    starts = pixels_ntv2[n_k1, t_k1, group.starts_nfe[n_k, f_k]]  # (K, E, 2)
+    ends = pixels_ntv2[n_k1, t_k1, group.ends_nfe[n_k, f_k]]
+    # each face on its own small window inside its object's window: faces are much
+    # smaller than objects (a cylinder's side is a thin strip)
+    outer = origin_nt2[n_k, t_k]
+    inner, fh, fw = _windows(starts[None], camera, inside=(outer, bh, bw))
+    cover_kp = _coverage(starts, ends, inner[0], fh, fw)
+    shade_k = AMBIENT + (1 - AMBIENT) * np.clip(normals_ntf3[n_k, t_k, f_k] @ light_3, 0, None)
+    # flat position of every face-window pixel among all (object, frame) windows
+    local = inner[0] - outer
+    rows = (n_k * frames + t_k)[:, None] * bh + local[:, 1, None] + np.arange(fh)
+    where_kp = (rows[:, :, None] * bw + local[:, 0, None, None] + np.arange(fw)).reshape(
+        len(n_k), fh * fw
+    )
+    return where_kp, cover_kp, shade_k
+
+
+def _shadow_coverage(shadow_ntc2: np.ndarray, origin_nt2: np.ndarray, bh: int, bw: int
+                     ) -> np.ndarray:
+    """Coverage (N * T, bh * bw) of each shadow outline on its (object, frame) window."""
+    segments = origin_nt2.shape[0] * origin_nt2.shape[1]
+    starts = shadow_ntc2.reshape(segments, -1, 2)
+    ends = np.roll(starts, -1, axis=1)
+    return _coverage(starts, ends, origin_nt2.reshape(segments, 2), bh, bw)
+
+
+def _window_pixels(camera: _Camera, origin_nt2: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    """Flat index (N, T, bh, bw) of each window pixel among the (T * H * W) frame pixels."""
+    frames = origin_nt2.shape[1]
     rows = origin_nt2[..., 1, None, None] + np.arange(bh)[:, None]  # (N, T, bh, 1)
     cols = origin_nt2[..., 0, None, None] + np.arange(bw)  # (N, T, 1, bw)
-    where = (np.arange(frames)[:, None, None] * camera.height + rows) * camera.width + cols
-    return _Sprites(where, colour, alpha_sp.reshape(shape), shadow, depth_nt)
+    return (np.arange(frames)[:, None, None] * camera.height + rows) * camera.width + cols
 
 
 def _rng(config: TrajectoryConfig, split: str, index: int) -> np.random.Generator:

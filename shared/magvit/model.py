@@ -130,9 +130,7 @@ def tiny_config() -> MagvitConfig:
 
     Three levels (widths 16, 32, 32), one ResBlock each; both downsamples halve time, only the
     first halves space, so a 17 x 32 x 32 clip becomes 5 x 16 x 16 tokens. ~0.69 M parameters.
-    With 4x spatial (5 x 8 x 8 tokens) the same budget reached 21.1 dB held-out PSNR instead
-    of 22.3 dB (300 s on one thread, official LFQ terms, same seed): at 32 px a 4 x 4-pixel
-    cell is too coarse.
+    Not 4x spatial: at 32 px a 4 x 4-pixel cell is too coarse (README, "Results so far").
     """
     return MagvitConfig(
         name="tiny",
@@ -456,9 +454,6 @@ class MagvitTokenizer(nn.Module):
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """(B, T', H', W') int64 -> (B, d, T', H', W') +-1 float32."""
         return indices_to_codes(indices, self.config.code_dim, dim=1)
-
-    def decode_indices(self, indices: Tensor) -> Tensor:
-        return self.decode(self.indices_to_codes(indices))
 
     def forward(self, video: Tensor) -> TokenizerOutput:
         latent = self.encode_latent(video)

@@ -17,12 +17,8 @@ Design choices:
   Its bits came out balanced but copies of each other: the factorised codebook entropy is at
   its maximum for balanced bits however correlated they are, while the per-sample entropy and
   the commitment push every latent away from zero, which freezes the bits where they first
-  fell. Held-out figures of the tiny tokenizer after 300 s on one thread (32 clips, 40,960
-  tokens): official terms 22.29 dB, 445 distinct codes, mean |correlation| between bits 0.62;
-  no LFQ terms 22.96 dB, 1,371 codes; correlation loss alone 23.23 dB, 5,949 codes, mean
-  |correlation| 0.13; official terms plus the correlation loss 22.62 dB, 731 codes. The same
-  network with continuous latents (tanh, no quantizer) reached 23.55 dB: from there on the
-  limit is how fast the network learns on a CPU, not the quantizer.
+  fell. The correlation loss alone gave the best held-out PSNR and the most distinct codes
+  (README, "Results so far").
 - The budget is wall time (and a step cap for tests); the learning rate follows the larger of
   the step and time fractions: linear warm-up, then cosine decay to ``final_lr_ratio``.
 - Where the entropy and commitment terms are on they can ramp up (``aux_warmup``). With the
@@ -34,12 +30,10 @@ Design choices:
 - Training clips are random 1 + 4k-frame windows of the data's clips. The tiny preset starts
   on 5-frame windows (``short_frames``; a step costs about a third of a 17-frame one) and
   trains on the full 17 frames for the last 40 % of the budget. Short windows alone are not
-  enough: with 9-frame windows throughout, the held-out PSNR of frames 9-16 of a 17-frame
-  clip fell ~4 dB below that of the first frames, because the zero padding in front of every
-  causal conv tells the network how far it is from the clip start, and short windows never
-  show it latent frames 3 and 4. With the full-window phase at the end the per-frame PSNR is
-  flat, and after 300 s on one thread the held-out PSNR was 23.67 dB against 23.23 dB with
-  17-frame windows throughout (9-frame windows for the first 60 %: 23.51 dB).
+  enough: the zero padding in front of every causal conv tells the network how far it is
+  from the clip start, and short windows never show it latent frames 3 and 4, so the later
+  frames of a full clip come out worse; the full-window phase at the end evens that out
+  (README, "Results so far").
 - An EMA of the weights is kept (with a warm-up of its decay, the budget is a few hundred
   steps) and saved as ``model_ema.*``; metrics are reported for both weight sets.
 """
@@ -53,7 +47,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +59,13 @@ from shared.errors import ConfigError, DataError, run_cli
 from shared.magvit.io import save_tokenizer
 from shared.magvit.model import MagvitConfig, MagvitTokenizer, tokenizer_config
 from shared.magvit.objective import autoencoder_loss
+from shared.pretraining import (
+    StepBudgetFields,
+    add_run_options,
+    clipped_step,
+    with_budget_options,
+)
 from shared.runtime import (
-    StepBudget,
     budget_steps,
     configure_threads,
     environment,
@@ -76,7 +75,7 @@ from shared.runtime import (
 
 
 @dataclass(frozen=True, kw_only=True)
-class PretrainConfig:
+class PretrainConfig(StepBudgetFields):
     name: str
     tokenizer: str  # preset of shared.magvit.model
     data: str  # preset of shared.data.trajectory_config
@@ -104,11 +103,6 @@ class PretrainConfig:
     aux_warmup: float = 0.0
     grad_clip: float = 1.0
     log_every: int = 10
-
-    @property
-    def budget(self) -> StepBudget:
-        return StepBudget(max_steps=self.max_steps, time_limit_s=self.time_limit_s, lr=self.lr,
-                          warmup_steps=self.warmup_steps, final_lr_ratio=self.final_lr_ratio)
 
     def __post_init__(self) -> None:
         if self.train_frames < 1 or (self.train_frames - 1) % 4:
@@ -288,68 +282,10 @@ def pretrain(
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     n_params = sum(p.numel() for p in model.parameters())
-    windows = f"{config.train_frames} frames"
-    if config.short_frames:
-        windows = (f"{config.short_frames} frames for {config.short_fraction:.0%} of the budget, "
-                   f"then {windows}")
-    log(
-        f"pretrain {config.name}: tokenizer {tok_config.name} ({n_params / 1e6:.2f} M params), "
-        f"clips {source.frames}x{source.resolution}x{source.resolution}, windows of {windows}, "
-        f"batch {config.batch_size}, {threads} threads, "
-        f"budget {config.max_steps} steps / {config.time_limit_s:.0f} s"
-    )
-    train_start = time.perf_counter()
-    step = 0
-    running: dict[str, float] = {}
-    batches = TrainBatches(source, config, seed)
-    for tick in budget_steps(config.budget, optimizer, log):
-        video = batches.next(window_frames(config, tick.progress))
-        out = model(video)
-        aux = aux_scale(config, tick.progress)
-        loss, l1, mse, decorrelation = autoencoder_loss(
-            out, video, l1=config.l1_weight, mse=config.mse_weight,
-            entropy=aux * config.entropy_weight, commitment=aux * config.commitment_weight,
-            decorrelation=config.decorrelation_weight,
-        )
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}: lower the lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        step += 1
-        # EMA decay warms up so the average does not drag in the random initialisation.
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for name, value in model.state_dict().items():
-                ema[name].lerp_(value, 1 - decay)
-        for key, value in (("loss", loss), ("l1", l1), ("mse", mse),
-                           ("entropy", out.entropy_loss), ("commit", out.commitment_loss),
-                           ("decor", decorrelation)):
-            running[key] = running.get(key, 0.0) + float(value.detach())
-        if step % config.log_every == 0 or step == config.max_steps:
-            count = config.log_every if step % config.log_every == 0 else step % config.log_every
-            avg = {k: v / count for k, v in running.items()}
-            running.clear()
-            psnr = 10 * math.log10(4.0 / max(avg["mse"], 1e-10))  # [-1, 1] range -> peak 2
-            seconds = time.perf_counter() - train_start
-            log(
-                f"step {step:5d} | loss {avg['loss']:.4f} | l1 {avg['l1']:.4f} | "
-                f"train psnr {psnr:5.2f} dB | entropy {avg['entropy']:+.3f} | "
-                f"commit {avg['commit']:.4f} | decor {avg['decor']:.3f} | "
-                f"lr {optimizer.param_groups[0]['lr']:.2e} | "
-                f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
-            )
-    train_s = time.perf_counter() - train_start
-
-    log(f"evaluating on {source.num_eval} held-out clips of {source.frames} frames")
-    raw_metrics = evaluate(model, source, config)
-    ema_model = copy.deepcopy(model)
-    ema_model.load_state_dict(ema)
-    ema_metrics = evaluate(ema_model, source, config)
-    output.mkdir(parents=True, exist_ok=True)
-    checkpoint = save_tokenizer(model, output / "tokenizer.ckpt", ema_state=ema,
-                                ema_decay=config.ema_decay)
+    log(_run_summary(config, tok_config, source, n_params, threads))
+    step, train_s = _train(model, ema, optimizer, TrainBatches(source, config, seed), config, log)
+    raw_metrics, ema_metrics, checkpoint = _evaluate_and_save(model, ema, source, config, output,
+                                                              log)
     wall_s = time.perf_counter() - wall_start
     metrics = {
         "preset": config.name,
@@ -379,23 +315,112 @@ def pretrain(
     return metrics
 
 
+def _run_summary(config: PretrainConfig, tok_config: MagvitConfig, source: ClipSource,
+                 n_params: int, threads: int) -> str:
+    windows = f"{config.train_frames} frames"
+    if config.short_frames:
+        windows = (f"{config.short_frames} frames for {config.short_fraction:.0%} of the budget, "
+                   f"then {windows}")
+    return (
+        f"pretrain {config.name}: tokenizer {tok_config.name} ({n_params / 1e6:.2f} M params), "
+        f"clips {source.frames}x{source.resolution}x{source.resolution}, windows of {windows}, "
+        f"batch {config.batch_size}, {threads} threads, "
+        f"budget {config.max_steps} steps / {config.time_limit_s:.0f} s"
+    )
+
+
+def _train(
+    model: MagvitTokenizer,
+    ema: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    batches: TrainBatches,
+    config: PretrainConfig,
+    log: Callable[[str], None],
+) -> tuple[int, float]:
+    """Optimizer steps (each followed by an EMA update) until the budget is spent; returns
+    (steps, seconds of training)."""
+    train_start = time.perf_counter()
+    step = 0
+    running: dict[str, float] = {}  # sums of the logged terms since the last log line
+    for tick in budget_steps(config.budget, optimizer, log):
+        video = batches.next(window_frames(config, tick.progress))
+        out = model(video)
+        aux = aux_scale(config, tick.progress)
+        loss, l1, mse, decorrelation = autoencoder_loss(
+            out, video, l1=config.l1_weight, mse=config.mse_weight,
+            entropy=aux * config.entropy_weight, commitment=aux * config.commitment_weight,
+            decorrelation=config.decorrelation_weight,
+        )
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss became {loss.item()} at step {step}: lower the lr")
+        clipped_step(optimizer, loss, model.parameters(), config.grad_clip)
+        step += 1
+        _update_ema(ema, model, step=step, max_decay=config.ema_decay)
+        for key, value in (("loss", loss), ("l1", l1), ("mse", mse),
+                           ("entropy", out.entropy_loss), ("commit", out.commitment_loss),
+                           ("decor", decorrelation)):
+            running[key] = running.get(key, 0.0) + float(value.detach())
+        if step % config.log_every == 0 or step == config.max_steps:
+            _log_progress(log, running, step=step, config=config,
+                          lr=optimizer.param_groups[0]["lr"], train_start=train_start)
+            running.clear()
+    return step, time.perf_counter() - train_start
+
+
+@torch.no_grad()
+def _update_ema(ema: dict[str, Tensor], model: MagvitTokenizer, *, step: int,
+                max_decay: float) -> None:
+    # The decay warms up so the average does not drag in the random initialisation.
+    decay = min(max_decay, (1 + step) / (10 + step))
+    for name, value in model.state_dict().items():
+        ema[name].lerp_(value, 1 - decay)
+
+
+def _log_progress(log: Callable[[str], None], running: dict[str, float], *, step: int,
+                  config: PretrainConfig, lr: float, train_start: float) -> None:
+    """One line of the mean terms since the last line (``running`` holds their sums)."""
+    count = config.log_every if step % config.log_every == 0 else step % config.log_every
+    avg = {k: v / count for k, v in running.items()}
+    psnr = 10 * math.log10(4.0 / max(avg["mse"], 1e-10))  # [-1, 1] range -> peak 2
+    seconds = time.perf_counter() - train_start
+    log(
+        f"step {step:5d} | loss {avg['loss']:.4f} | l1 {avg['l1']:.4f} | "
+        f"train psnr {psnr:5.2f} dB | entropy {avg['entropy']:+.3f} | "
+        f"commit {avg['commit']:.4f} | decor {avg['decor']:.3f} | lr {lr:.2e} | "
+        f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
+    )
+
+
+def _evaluate_and_save(
+    model: MagvitTokenizer,
+    ema: dict[str, Tensor],
+    source: ClipSource,
+    config: PretrainConfig,
+    output: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Held-out metrics of the raw and the EMA weights, and the checkpoint holding both."""
+    log(f"evaluating on {source.num_eval} held-out clips of {source.frames} frames")
+    raw_metrics = evaluate(model, source, config)
+    ema_model = copy.deepcopy(model)
+    ema_model.load_state_dict(ema)
+    ema_metrics = evaluate(ema_model, source, config)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = save_tokenizer(model, output / "tokenizer.ckpt", ema_state=ema,
+                                ema_decay=config.ema_decay)
+    return raw_metrics, ema_metrics, checkpoint
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m shared.magvit.pretrain", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--preset", required=True, choices=sorted(PRETRAIN_CONFIGS))
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=None, help="uint8 clips (N, T, H, W, 3)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--time-limit", type=float, default=None, help="override, seconds")
-    parser.add_argument("--max-steps", type=int, default=None, help="override")
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    config = pretrain_config(args.preset)
-    if args.time_limit is not None:
-        config = replace(config, time_limit_s=args.time_limit)
-    if args.max_steps is not None:
-        config = replace(config, max_steps=args.max_steps)
+    config = with_budget_options(pretrain_config(args.preset), args)
     return pretrain(config, output=args.output, seed=args.seed, data_file=args.data,
                     threads=args.threads)
 

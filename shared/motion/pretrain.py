@@ -33,8 +33,8 @@ Design choices:
   public key names. Cross-entropy, AdamW, linear warm-up then cosine decay.
 - The budget is a step cap and a wall-time cap (the tiny preset: 2.5 minutes of training, about
   3 in all); the learning rate follows the larger of the two fractions. These nets are small:
-  run them with ``--threads 1`` on a shared machine (measured: 2 threads beside other jobs
-  made each step ~3x slower, not faster).
+  run them with ``--threads 1`` on a shared machine, where a second thread slows each step
+  down (README, "Results so far").
 """
 
 from __future__ import annotations
@@ -47,13 +47,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.checkpoint import read_checkpoint, resolve_checkpoint, save_checkpoint
+from shared.data import TRAJECTORY_CLASSES, TrajectoryConfig, TrajectoryVideos
 from shared.errors import CheckpointError, ConfigError, run_cli
 from shared.motion.i3d import MIN_FRAMES, I3DConfig, I3DFeatures, InceptionI3d, i3d_config, load_i3d
 from shared.motion.inputs import select_frames
@@ -64,8 +65,14 @@ from shared.motion.slowfast import (
     load_slowfast,
     slowfast_config,
 )
+from shared.presets import study_preset
+from shared.pretraining import (
+    StepBudgetFields,
+    add_run_options,
+    clipped_step,
+    with_budget_options,
+)
 from shared.runtime import (
-    StepBudget,
     budget_steps,
     configure_threads,
     environment,
@@ -73,7 +80,6 @@ from shared.runtime import (
     seed_everything,
 )
 
-Backbone = Literal["slowfast", "i3d"]
 BACKBONES: tuple[str, ...] = ("slowfast", "i3d")
 CHECKPOINT_NAME = "motion.ckpt"
 CONFIG_NAME = "motion.json"
@@ -82,7 +88,7 @@ OFFICIAL_PRESETS: dict[str, str] = {"slowfast": "kinetics400", "i3d": "imagenet"
 
 
 @dataclass(frozen=True, kw_only=True)
-class MotionPretrainConfig:
+class MotionPretrainConfig(StepBudgetFields):
     name: str  # study preset: decides the data (and so the context length)
     backbone: str  # "slowfast" or "i3d"
     backbone_preset: str  # preset of shared.motion.slowfast / shared.motion.i3d
@@ -98,11 +104,6 @@ class MotionPretrainConfig:
     eval_batch_size: int = 64
     grad_clip: float = 1.0
     log_every: int = 10
-
-    @property
-    def budget(self) -> StepBudget:
-        return StepBudget(max_steps=self.max_steps, time_limit_s=self.time_limit_s, lr=self.lr,
-                          warmup_steps=self.warmup_steps, final_lr_ratio=self.final_lr_ratio)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -126,8 +127,7 @@ def _micro(backbone: str) -> MotionPretrainConfig:
 
 
 def _tiny(backbone: str) -> MotionPretrainConfig:
-    # About 2.5 minutes of training (SlowFast ~0.5 s, I3D ~0.7 s per batch of 32 on one free core;
-    # on a busy machine fewer steps fit, the wall time stays).
+    # About 2.5 minutes of training; on a busy machine fewer steps fit, the wall time stays.
     return MotionPretrainConfig(
         name="tiny", backbone=backbone, backbone_preset="tiny", batch_size=32, lr=2e-3,
         warmup_steps=20, max_steps=600, time_limit_s=150.0, eval_clips=512,
@@ -320,64 +320,19 @@ def pretrain(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train, evaluate, write ``output/motion.ckpt``, ``motion.json`` and ``metrics.json``."""
-    from shared.data import TRAJECTORY_CLASSES, TrajectoryVideos
-    from shared.presets import study_preset
-
     wall_start = time.perf_counter()
     threads = configure_threads(threads)
     seed_everything(seed)
     data = study_preset(config.name).data
     classes = [c for c in TRAJECTORY_CLASSES if c in data.classes]
-    overrides: dict[str, Any] = {"num_classes": len(TRAJECTORY_CLASSES)}
-    if config.backbone == "i3d":
-        # The published momentum (0.01) suits long runs; after a few hundred steps from scratch
-        # the running statistics would still be mostly their initial values.
-        overrides["bn_momentum"] = 0.1
-    model_config = backbone_config(config.backbone, config.backbone_preset, **overrides)
+    model_config = _pretraining_backbone_config(config, num_classes=len(TRAJECTORY_CLASSES))
     model = build_backbone(model_config)
     classifier = MotionClassifier(model).train()
     train_set = TrajectoryVideos(data, split="train", size=config.train_clips)
     eval_set = TrajectoryVideos(data, split="eval", size=config.eval_clips)
-    parameters = [p for p in classifier.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
-    log(
-        f"motion pretrain {config.backbone}/{config.name}: {n_params / 1e6:.2f} M params, "
-        f"{data.context_frames}-frame context clips at {data.resolution} px, classes "
-        f"{', '.join(classes)} (chance {1 / len(classes):.0%}), batch {config.batch_size}, "
-        f"{threads} threads, budget {config.max_steps} steps / {config.time_limit_s:.0f} s"
-    )
-    history: list[dict[str, float]] = []
-    running_loss, running_hits, running_count = 0.0, 0.0, 0
-    train_start = time.perf_counter()
-    step = 0
-    for _ in budget_steps(config.budget, optimizer, log):
-        first = step * config.batch_size
-        indices = [(first + i) % config.train_clips for i in range(config.batch_size)]
-        video, labels = _context_batch(train_set, indices, data.context_frames)
-        logits = classifier(video)
-        loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-        optimizer.step()
-        step += 1
-        running_loss += float(loss.detach()) * len(labels)
-        running_hits += float((logits.argmax(1) == labels).sum())
-        running_count += len(labels)
-        if step % config.log_every == 0 or step == config.max_steps:
-            seconds = time.perf_counter() - train_start
-            history.append({"step": step, "loss": running_loss / running_count,
-                            "accuracy": running_hits / running_count, "seconds": seconds})
-            log(
-                f"step {step:4d} | loss {history[-1]['loss']:.4f} | train acc "
-                f"{history[-1]['accuracy']:.1%} | lr {optimizer.param_groups[0]['lr']:.2e} | "
-                f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
-            )
-            running_loss, running_hits, running_count = 0.0, 0.0, 0
-    train_s = time.perf_counter() - train_start
+    log(_run_summary(config, data, classes, n_params, threads))
+    history, step, train_s = _train(classifier, train_set, config, data.context_frames, log)
 
     log(f"evaluating on {config.eval_clips} held-out clips (eval split)")
     held_out = evaluate(classifier, eval_set, config, data.context_frames, len(TRAJECTORY_CLASSES))
@@ -413,6 +368,68 @@ def pretrain(
     return metrics
 
 
+def _run_summary(config: MotionPretrainConfig, data: TrajectoryConfig, classes: list[str],
+                 n_params: int, threads: int) -> str:
+    return (
+        f"motion pretrain {config.backbone}/{config.name}: {n_params / 1e6:.2f} M params, "
+        f"{data.context_frames}-frame context clips at {data.resolution} px, classes "
+        f"{', '.join(classes)} (chance {1 / len(classes):.0%}), batch {config.batch_size}, "
+        f"{threads} threads, budget {config.max_steps} steps / {config.time_limit_s:.0f} s"
+    )
+
+
+def _pretraining_backbone_config(config: MotionPretrainConfig, *, num_classes: int
+                                 ) -> SlowFastConfig | I3DConfig:
+    """The backbone preset with a head for the trajectory classes."""
+    overrides: dict[str, Any] = {"num_classes": num_classes}
+    if config.backbone == "i3d":
+        # The published momentum (0.01) suits long runs; after a few hundred steps from scratch
+        # the running statistics would still be mostly their initial values.
+        overrides["bn_momentum"] = 0.1
+    return backbone_config(config.backbone, config.backbone_preset, **overrides)
+
+
+def _train(
+    classifier: MotionClassifier,
+    train_set: TrajectoryVideos,
+    config: MotionPretrainConfig,
+    context_frames: int,
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, float]], int, float]:
+    """Cross-entropy steps on the training clips, cycled in order, until the budget is spent;
+    returns (the logged loss and accuracy history, steps, seconds of training)."""
+    parameters = [p for p in classifier.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    history: list[dict[str, float]] = []
+    running_loss, running_hits, running_count = 0.0, 0.0, 0
+    train_start = time.perf_counter()
+    step = 0
+    for _ in budget_steps(config.budget, optimizer, log):
+        first = step * config.batch_size
+        indices = [(first + i) % config.train_clips for i in range(config.batch_size)]
+        video, labels = _context_batch(train_set, indices, context_frames)
+        logits = classifier(video)
+        loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the lr")
+        clipped_step(optimizer, loss, parameters, config.grad_clip)
+        step += 1
+        running_loss += float(loss.detach()) * len(labels)
+        running_hits += float((logits.argmax(1) == labels).sum())
+        running_count += len(labels)
+        if step % config.log_every == 0 or step == config.max_steps:
+            seconds = time.perf_counter() - train_start
+            history.append({"step": step, "loss": running_loss / running_count,
+                            "accuracy": running_hits / running_count, "seconds": seconds})
+            log(
+                f"step {step:4d} | loss {history[-1]['loss']:.4f} | train acc "
+                f"{history[-1]['accuracy']:.1%} | lr {optimizer.param_groups[0]['lr']:.2e} | "
+                f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
+            )
+            running_loss, running_hits, running_count = 0.0, 0.0, 0
+    return history, step, time.perf_counter() - train_start
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m shared.motion.pretrain", description=(__doc__ or "").split("\n\n")[0]
@@ -420,16 +437,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--backbone", required=True, choices=BACKBONES)
     parser.add_argument("--preset", required=True, choices=sorted(PRETRAIN_PRESETS))
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--time-limit", type=float, default=None, help="override, seconds")
-    parser.add_argument("--max-steps", type=int, default=None, help="override")
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    config = motion_pretrain_config(args.preset, args.backbone)
-    if args.time_limit is not None:
-        config = replace(config, time_limit_s=args.time_limit)
-    if args.max_steps is not None:
-        config = replace(config, max_steps=args.max_steps)
+    config = with_budget_options(motion_pretrain_config(args.preset, args.backbone), args)
     return pretrain(config, output=args.output, seed=args.seed, threads=args.threads)
 
 

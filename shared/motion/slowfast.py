@@ -38,7 +38,7 @@ from shared.motion.inputs import (
     select_frames,
     unit_range,
 )
-from shared.motion.resnet3d import ClassifierHead, ResNet3DStem, ResStage
+from shared.motion.resnet3d import ClassifierHead, ResNet3DStem, ResStage, conv_bn
 
 SlowSelection = Literal["stride", "linspace"]
 
@@ -188,15 +188,9 @@ class FastToSlowFusion(nn.Module):
 
     def __init__(self, fast_channels: int, *, channel_ratio: int, kernel: int, alpha: int) -> None:
         super().__init__()
-        self.conv_fast_to_slow = nn.Conv3d(
-            fast_channels,
-            fast_channels * channel_ratio,
-            kernel_size=(kernel, 1, 1),
-            stride=(alpha, 1, 1),
-            padding=(kernel // 2, 0, 0),
-            bias=False,
-        )
-        self.norm = nn.BatchNorm3d(fast_channels * channel_ratio)
+        self.conv_fast_to_slow, self.norm = conv_bn(
+            fast_channels, fast_channels * channel_ratio, kernel=(kernel, 1, 1),
+            stride=(alpha, 1, 1), padding=(kernel // 2, 0, 0))
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, pathways: list[Tensor]) -> list[Tensor]:

@@ -7,17 +7,15 @@ import torch
 
 from branches.baseline.config import baseline_config
 from branches.baseline.model import build_experiment
-from shared.data import TrajectoryVideos
 from shared.latent_experiment import LatentLayout
-from shared.magvit import load_tokenizer
 from shared.testing import (
     check_prediction_ignores_future,
     check_tokenizer_checkpoint_round_trip,
     check_training_steps,
     expected_predictor_parameters,
+    gate_inputs,
     micro_clips,
     micro_tokenizer,
-    write_micro_tokenizer,
 )
 
 
@@ -28,12 +26,9 @@ def config():
 
 @pytest.fixture()
 def experiment(config, tmp_path):
-    torch.manual_seed(0)
-    study = config.study
-    tokenizer = load_tokenizer(write_micro_tokenizer(tmp_path / "tokenizer.ckpt"))
-    train_set = TrajectoryVideos(study.data, split="train", size=study.train.train_clips)
+    tokenizer, train_set = gate_inputs(config.study, tmp_path)
     return build_experiment(config, tokenizer=tokenizer, train_set=train_set,
-                            train_clips=study.train.train_clips, cache=None)
+                            train_clips=config.study.train.train_clips, cache=None)
 
 
 def test_tokenizer_loads_official_layout_and_reconstructs(config, tmp_path):

@@ -13,16 +13,16 @@ from branches.joint_i3d.model import build_experiment
 from branches.joint_i3d.train import load_motion
 from shared.data import TrajectoryVideos
 from shared.latent_experiment import LatentLayout, encode_future_target
-from shared.magvit import load_tokenizer
 from shared.motion.i3d import InceptionI3d, i3d_config
 from shared.testing import (
     check_prediction_ignores_future,
     check_tokenizer_checkpoint_round_trip,
     check_training_steps,
     expected_predictor_parameters,
+    gate_inputs,
     micro_clips,
     micro_tokenizer,
-    write_micro_tokenizer,
+    randomise_batchnorm_statistics,
 )
 
 
@@ -32,23 +32,17 @@ def write_micro_i3d(path, seed: int = 0):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = InceptionI3d(i3d_config("micro"))
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.normal_(0, 0.1)
-            elif name.endswith("running_var"):
-                buffer.uniform_(0.5, 1.5)
+        randomise_batchnorm_statistics(model)
     torch.save(model.state_dict(), path)
     return model
 
 
 def make_experiment(tmp_path, *, motion_trainable: bool = False):
-    torch.manual_seed(0)
     config = joint_i3d_config("micro")
     config = replace(config, motion=replace(config.motion, trainable=motion_trainable))
     study = config.study
     write_micro_i3d(tmp_path / "motion.ckpt")
-    tokenizer = load_tokenizer(write_micro_tokenizer(tmp_path / "tokenizer.ckpt"))
-    train_set = TrajectoryVideos(study.data, split="train", size=study.train.train_clips)
+    tokenizer, train_set = gate_inputs(study, tmp_path)
     probe_set = TrajectoryVideos(study.data, split="eval", size=4)
     backbone = load_motion(config, str(tmp_path / "motion.ckpt"))
     experiment = build_experiment(config, backbone=backbone, tokenizer=tokenizer,

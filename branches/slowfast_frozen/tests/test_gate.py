@@ -12,10 +12,9 @@ import torch
 from branches.slowfast_frozen.config import slowfast_frozen_config
 from branches.slowfast_frozen.model import SlowFastCondition, build_experiment
 from branches.slowfast_frozen.train import load_condition
-from shared.data import TRAJECTORY_CLASSES, TrajectoryVideos
+from shared.data import TRAJECTORY_CLASSES
 from shared.errors import CheckpointError
 from shared.latent_experiment import LatentLayout
-from shared.magvit import load_tokenizer
 from shared.motion.pretrain import save_motion_checkpoint
 from shared.motion.slowfast import SlowFastR50, load_slowfast, slowfast_config
 from shared.testing import (
@@ -23,9 +22,10 @@ from shared.testing import (
     check_tokenizer_checkpoint_round_trip,
     check_training_steps,
     expected_predictor_parameters,
+    gate_inputs,
     micro_clips,
     micro_tokenizer,
-    write_micro_tokenizer,
+    randomise_batchnorm_statistics,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -41,12 +41,7 @@ def micro_slowfast(seed: int = 0) -> SlowFastR50:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = SlowFastR50(slowfast_config("micro", num_classes=len(TRAJECTORY_CLASSES)))
-        with torch.no_grad():
-            for name, buffer in model.named_buffers():
-                if name.endswith("running_mean"):
-                    buffer.normal_(0, 0.1)
-                elif name.endswith("running_var"):
-                    buffer.uniform_(0.5, 1.5)
+        randomise_batchnorm_statistics(model)
     return model.eval()
 
 
@@ -57,13 +52,11 @@ def motion_path(tmp_path):
 
 @pytest.fixture()
 def experiment(config, tmp_path, motion_path):
-    torch.manual_seed(0)
-    study = config.study
-    tokenizer = load_tokenizer(write_micro_tokenizer(tmp_path / "tokenizer.ckpt"))
+    tokenizer, train_set = gate_inputs(config.study, tmp_path)
     condition = load_condition(config, str(motion_path))
-    train_set = TrajectoryVideos(study.data, split="train", size=study.train.train_clips)
     return build_experiment(config, condition=condition, tokenizer=tokenizer,
-                            train_set=train_set, train_clips=study.train.train_clips, cache=None)
+                            train_set=train_set, train_clips=config.study.train.train_clips,
+                            cache=None)
 
 
 def test_tokenizer_and_slowfast_load_their_layouts(config, tmp_path, motion_path):
