@@ -90,7 +90,7 @@ def parse_event(line: str | bytes) -> Event | None:
     except ValidationError as error:
         if error.errors(include_url=False)[0]["type"] == "union_tag_invalid":
             return None
-        raise ValueError(error_text(error)) from None
+        raise ValueError(error_text(error, tagged=True)) from None
 
 
 class EventTail:

@@ -89,11 +89,12 @@ def collect_warnings() -> Iterator[list[str]]:
         log.removeHandler(handler)
 
 
-def error_text(error: ValidationError) -> str:
-    """pydantic's first error as one line: "missing field 'final.oracle.ssim'"."""
+def error_text(error: ValidationError, *, tagged: bool = False) -> str:
+    """pydantic's first error as one line: "missing field 'final.oracle.ssim'". ``tagged``: the
+    first part of the location is a union's tag (an event's kind), not a field."""
     first = error.errors(include_url=False)[0]
     where = ""
-    for part in first["loc"]:
+    for part in first["loc"][1 if tagged else 0:]:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     if first["type"] == "missing":
         return f"missing field '{where}'"
