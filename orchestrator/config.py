@@ -47,6 +47,15 @@ class RayBackend:
 
 
 @dataclass(frozen=True)
+class VariantPreset:
+    """What a variant changes at one preset: its resources there, and train arguments added
+    after its own."""
+
+    resources: Resources | None = None
+    train_args: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     branch: str
@@ -56,6 +65,7 @@ class Variant:
     resources: Resources = field(default_factory=Resources)
     enabled: bool = True
     train_args: list[str] = field(default_factory=list)
+    presets: dict[str, VariantPreset] = field(default_factory=dict)
 
     @property
     def gate_path(self) -> str:
@@ -64,6 +74,30 @@ class Variant:
     @property
     def module(self) -> str:
         return self.train_module or self.folder.strip("/").replace("/", ".") + ".train"
+
+    def resources_at(self, preset: str) -> Resources:
+        own = self.presets.get(preset)
+        return own.resources if own is not None and own.resources is not None else self.resources
+
+    def train_args_at(self, preset: str) -> list[str]:
+        own = self.presets.get(preset)
+        return [*self.train_args, *(own.train_args if own is not None else [])]
+
+
+@dataclass(frozen=True)
+class Input:
+    """A file the variants in `variants` (every one when empty) need at the presets listed,
+    such as a public checkpoint: passed to their train as `<pass_as> PATH`. In a rehearsal
+    the preset's rehearsal assets give a stand-in of the same name instead."""
+
+    name: str
+    path: str  # relative to the config file
+    pass_as: str
+    presets: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
+
+    def serves(self, variant: str) -> bool:
+        return not self.variants or variant in self.variants
 
 
 @dataclass(frozen=True)
@@ -84,6 +118,7 @@ class SharedJob:
     depends_on: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
+    rehearse_args: list[str] = field(default_factory=list)  # added in a rehearsal: a step or two
 
     def serves(self, variant: str) -> bool:
         return not self.variants or variant in self.variants
@@ -95,6 +130,10 @@ class Preset:
     data: str | None = None  # passed as --data FILE
     tokenizer: str | None = None  # passed as --tokenizer SOURCE when no shared job gives one
     train_args: list[str] = field(default_factory=list)
+    # `python -m MODULE --preset P --output DIR` writes stand-ins for a rehearsal: random
+    # weights in the official layouts of the preset's downloads, and DIR/assets.json
+    # ({"env": {...}, "inputs": {name: path}}) saying where they are.
+    rehearsal_assets: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +146,7 @@ class Config:
     python: str | None = None  # interpreter for jobs; None = the one running orch
     presets: dict[str, Preset] = field(default_factory=dict)
     shared_jobs: list[SharedJob] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)
     variants: list[Variant] = field(default_factory=list)
     ray: RayBackend = field(default_factory=RayBackend)
     root: Path = field(default=Path("."), metadata={"yaml": False})
@@ -316,13 +356,24 @@ def _check(cfg: Config, v: _Validator) -> None:
                 (*p, "folder"),
                 f"{var.folder} does not exist; create it or set enabled: false",
             )
-    for i, job in enumerate(cfg.shared_jobs):
+    for i, var in enumerate(cfg.variants):
+        for preset, own in var.presets.items():
+            if preset not in cfg.presets:
+                raise v.fail(("variants", i, "presets", preset), f"unknown preset {preset!r}")
+            own_r = own.resources
+            if own_r is not None and (own_r.gpus < 0 or own_r.gpu_memory_gb < 0):
+                raise v.fail(("variants", i, "presets", preset, "resources"),
+                             "gpus and gpu_memory_gb must be >= 0")
+    sections: list[tuple[str, int, SharedJob | Input]] = [
+        *(("shared_jobs", i, job) for i, job in enumerate(cfg.shared_jobs)),
+        *(("inputs", i, job) for i, job in enumerate(cfg.inputs))]
+    for section, i, job in sections:
         for k, preset in enumerate(job.presets):
             if preset not in cfg.presets:
-                raise v.fail(("shared_jobs", i, "presets", k), f"unknown preset {preset!r}")
+                raise v.fail((section, i, "presets", k), f"unknown preset {preset!r}")
         for k, name in enumerate(job.variants):
             if name not in names:
-                raise v.fail(("shared_jobs", i, "variants", k), f"unknown variant {name!r}")
+                raise v.fail((section, i, "variants", k), f"unknown variant {name!r}")
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

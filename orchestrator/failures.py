@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from orchestrator.errors import GateFailed, JobFailed, OrchError
-from orchestrator.formats import ErrorEvent, RunState, Stage, read_events
+from orchestrator.formats import ErrorEvent, JobState, RunState, Stage, read_events
 
 TAIL_LINES = 20
 OOM_RE = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I)
@@ -23,6 +23,16 @@ def log_tail(path: Path, n: int = TAIL_LINES) -> list[str]:
         f.seek(max(0, f.tell() - 16384))
         lines = f.read().decode(errors="replace").splitlines()
     return [ln.rstrip() for ln in lines if ln.strip()][-n:]
+
+
+EXIT_OUT_OF_MEMORY = 5  # the train contract's exit code for a CUDA out-of-memory
+
+
+def out_of_memory(job: JobState) -> bool:
+    """Whether ``job`` ended by running out of GPU memory (its exit code or error event)."""
+    if job.exit_code == EXIT_OUT_OF_MEMORY:
+        return True
+    return job.reason.startswith("CUDA out of memory")
 
 
 def exit_reason(code: int, events_path: Path, tail: list[str]) -> str:

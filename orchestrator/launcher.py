@@ -10,7 +10,6 @@ worktrees and checkpoints in place for `--resume`.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,11 +22,13 @@ from orchestrator import worktrees as wt
 from orchestrator.config import Config, Variant
 from orchestrator.devices import Gpu, NeverFits, Request, cpu_cores, discover_gpus, thread_share
 from orchestrator.errors import Interrupted, JobFailed, UsageError
-from orchestrator.executors import Executor, JobHandle, JobSpec, LocalExecutor, stop, stop_orphan
-from orchestrator.failures import exit_reason, log_tail
-from orchestrator.formats import write_text_atomic
-from orchestrator.jobenv import THREADS_FILE, grant_threads, job_env
+from orchestrator.executors import Executor, JobHandle, JobSpec, LocalExecutor, stop
+from orchestrator.failures import exit_reason, log_tail, out_of_memory
+from orchestrator.formats import StartEvent, read_events, write_text_atomic
+from orchestrator.jobenv import THREADS_FILE, StandIns, grant_threads, job_env, train_argv
 from orchestrator.lock import run_lock, stop_on_signals
+from orchestrator.plan import Plan, load_plan
+from orchestrator.resume import resumable_run
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import (
     JobState,
@@ -35,10 +36,7 @@ from orchestrator.state import (
     RunStatus,
     Stage,
     job_name,
-    latest_run_id,
-    load_run,
     new_run_id,
-    refresh_liveness,
     run_dir,
     save_run,
 )
@@ -60,6 +58,9 @@ class Driver:
     executor: Executor = field(default_factory=LocalExecutor)
     gpus: list[Gpu] | None = None  # None: ask the executor, else discover
     cores: int | None = None
+    plan: Plan | None = None  # measured by a rehearsal: micro-batches and memory
+    stand_ins: StandIns | None = None  # set in a rehearsal: its stand-in downloads
+    one_at_a_time: bool = False  # a rehearsal measures each job alone
     run: RunState = field(init=False)
     handles: dict[str, JobHandle] = field(default_factory=dict)
     _unsaved: bool = False
@@ -91,8 +92,9 @@ class Driver:
 
     def new_run(
         self, command: str, preset: str, variants: list[Variant], seeds: int,
-        stage: Stage = Stage.pending,
+        stage: Stage = Stage.pending, micro_batches: tuple[int, ...] = (),
     ) -> None:
+        """A run of each variant at each seed (or, in a rehearsal, at each micro-batch)."""
         rid = new_run_id()
         self.run = RunState(
             run_id=rid, preset=preset, started=time.time(), orchestrator_pid=os.getpid(),
@@ -100,11 +102,12 @@ class Driver:
         )
         rdir = run_dir(self.home, rid)
         for v in variants:
-            for seed in range(seeds):
-                name = job_name(v.name, seed, seeds)
+            for seed, micro in [(s, None) for s in range(seeds)] if not micro_batches else [
+                    (0, m) for m in micro_batches]:
+                name = job_name(v.name, seed, seeds) + (f"-mb{micro}" if micro else "")
                 self.run.jobs.append(JobState(
                     variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
-                    stage=stage, worktree=str(self.cfg.worktree_path(v)),
+                    stage=stage, worktree=str(self.cfg.worktree_path(v)), micro_batch=micro,
                     output_dir=str(rdir / name), log_path=str(rdir / name / "train.log"),
                 ))
         save_run(self.home, self.run, latest=True)
@@ -143,7 +146,8 @@ class Driver:
         """Run (or reuse) the shared jobs this preset's variants need; per variant, the train
         arguments that hand it their artifacts."""
         wanted = {j.variant for j in self.run.jobs}
-        plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset)
+        rehearse = self.run.command == "rehearse"
+        plans = [p for p in shared_jobs.plan(self.cfg, self.home, preset, rehearse=rehearse)
                  if any(p.job.serves(name) for name in wanted)]
         todo = {p.name: p for p in plans if not p.cached}
         # The variants wait on these: say so in the state, for the live view and `status`.
@@ -245,15 +249,7 @@ class Driver:
         """Queue the jobs on the device slots and run them until every one has ended."""
         sched: Scheduler[str] = Scheduler(self._gpus(), self._cores())
         for j in jobs:
-            r = self._variant(j.variant).resources
-            try:
-                if r.gpus and not self._gpus() and not self.executor.cpu_fallback:
-                    # A cluster without GPUs would leave this job pending forever: say so now.
-                    raise NeverFits(f"needs {r.gpus} GPU(s); {self.executor.where} has none")
-                sched.submit(j.name, Request(r.gpus, r.gpu_memory_gb, r.cpu_threads))
-                j.stage = Stage.queued
-            except NeverFits as e:
-                j.stage, j.reason, j.finished = Stage.failed, f"cannot run here: {e}", time.time()
+            self._queue(sched, j)
         sched.plan_threads()
         self.save(now=True)
         by_name = {j.name: j for j in jobs}
@@ -272,8 +268,48 @@ class Driver:
         def ended(key: str, code: int) -> None:
             sched.release(key)
             self._record_exit(by_name[key], code)
+            if self._retry_smaller(by_name[key]):
+                self._queue(sched, by_name[key])
 
         self._run_jobs(start_ready, ended, lambda: bool(sched.queue))
+
+    def _queue(self, sched: Scheduler[str], j: JobState) -> None:
+        """Queue ``j`` with what it needs: the plan's memory for its micro-batch when a
+        rehearsal measured it, else the config's estimate for its preset."""
+        r = self._variant(j.variant).resources_at(j.preset)
+        memory_gb, j.memory_basis = r.gpu_memory_gb, "config"
+        planned = self.plan.job(j.variant) if self.plan is not None else None
+        if planned is not None and planned.fits and j.micro_batch in (None, planned.micro_batch):
+            j.micro_batch = planned.micro_batch
+            memory_gb, j.memory_basis = planned.planned_mb / 1024, "plan"
+        threads = self._cores() if self.one_at_a_time else r.cpu_threads
+        if self.one_at_a_time and self._gpus():
+            memory_gb = max(g.total_mb for g in self._gpus()) / 1024  # a whole GPU
+        j.memory_mb = memory_gb * 1024 if r.gpus and self._gpus() else 0.0
+        try:
+            if r.gpus and not self._gpus() and not self.executor.cpu_fallback:
+                # A cluster without GPUs would leave this job pending forever: say so now.
+                raise NeverFits(f"needs {r.gpus} GPU(s); {self.executor.where} has none")
+            sched.submit(j.name, Request(r.gpus, memory_gb, threads))
+            j.stage = Stage.queued
+        except NeverFits as e:
+            j.stage, j.reason, j.finished = Stage.failed, f"cannot run here: {e}", time.time()
+
+    def _retry_smaller(self, j: JobState) -> bool:
+        """After an out-of-memory failure: go again from the last checkpoint with half the
+        micro-batch (twice the accumulation), down to one clip. Not in a rehearsal, where
+        running out is a measurement."""
+        if j.stage != Stage.failed or self.stand_ins is not None or not out_of_memory(j):
+            return False
+        starts = [e for e in read_events(j.events_path, warn=False) if isinstance(e, StartEvent)]
+        current = j.micro_batch or (starts[-1].micro_batch if starts else None)
+        if not current or current <= 1:
+            return False
+        j.micro_batch = current // 2
+        j.retries.append(f"out of memory at micro-batch {current}; "
+                         f"retried at {j.micro_batch}")
+        j.reason, j.exit_code, j.finished, j.log_tail = "", None, None, []
+        return True
 
     def _record_exit(self, j: JobState, code: int) -> None:
         j.exit_code, j.finished, j.pid = code, time.time(), None
@@ -301,38 +337,21 @@ class Driver:
         if snap.dirty:
             write_text_atomic(out / "diff.patch", snap.diff)
             j.diff_path = str(out / "diff.patch")
-        spec = JobSpec(
-            j.name, self._train_argv(j, v, threads, extra_args, resume), worktree,
-            Path(j.log_path),
-            job_env(worktree, cuda, threads, j.preset, threads_file=out / THREADS_FILE),
-            tuple(gpus), threads, gpu_memory_mb=memory_mb, commit=snap.commit, diff=snap.diff,
-            output_dir=out,
-        )
+        argv = train_argv(self.cfg, j, v, threads=threads, device=device,
+                          shared_args=extra_args, resume=resume or bool(j.retries),
+                          rehearsal=self.stand_ins)
+        env = job_env(worktree, cuda, threads, j.preset, threads_file=out / THREADS_FILE)
+        if self.stand_ins is not None:
+            env.update(self.stand_ins.env)
+        spec = JobSpec(j.name, argv, worktree, Path(j.log_path), env, tuple(gpus), threads,
+                       gpu_memory_mb=memory_mb, commit=snap.commit, diff=snap.diff,
+                       output_dir=out)
         handle = self.executor.submit(spec)
         self.handles[j.name] = handle
         j.stage, j.device, j.gpus, j.threads = Stage.training, device, gpus, threads
         j.pid, j.started, j.finished, j.exit_code = handle.pid, time.time(), None, None
         j.reason = ""
         self.save()
-
-    def _train_argv(self, j: JobState, v: Variant, threads: int, extra_args: list[str],
-                    resume: bool) -> list[str]:
-        """The train contract's command line (requirements.md): preset, output, seed,
-        threads, shared artifacts, then the preset's and the variant's own arguments."""
-        out = Path(j.output_dir)
-        preset = self.cfg.presets[j.preset]
-        argv = [
-            self.cfg.python or sys.executable, "-m", v.module,
-            "--preset", j.preset, "--output", str(out), "--seed", str(j.seed),
-            "--threads", str(threads), *extra_args,
-        ]
-        if resume and (out / "checkpoints" / "last.pt").exists():
-            argv.append("--resume")
-        if preset.data:
-            argv += ["--data", str(self.cfg.root / preset.data)]
-        if preset.tokenizer and "--tokenizer" not in argv:
-            argv += ["--tokenizer", preset.tokenizer]
-        return [*argv, *preset.train_args, *v.train_args]
 
     # --- machine
 
@@ -427,10 +446,11 @@ def train(
         for v in variants:
             wt.require_worktree(cfg, v)
         if resume:
-            d.adopt(_resumable(cfg, home, variants))
+            d.adopt(resumable_run(cfg, home, variants))
         else:
             d.new_run(command, preset, variants, seeds,
                       Stage.spawned if spawn else Stage.pending)
+        d.plan = load_plan(home, d.run.preset, "cuda" if d._gpus() else "cpu")
         with d.guarded():
             extra = d.shared(d.run.preset)
             need_gate = [j for j in d.run.jobs if j.stage in (Stage.pending, Stage.spawned)]
@@ -440,30 +460,6 @@ def train(
             d.train(todo, extra, resume)
             d.finish()
         return d.run
-
-
-def _resumable(cfg: Config, home: Path, variants: list[Variant]) -> RunState:
-    """The last train/run with its unfinished jobs of ``variants`` set to go again."""
-    rid = latest_run_id(home, commands=("train", "run"))
-    old = load_run(home, rid) if rid else None
-    if old is None:
-        raise UsageError("nothing to resume: no earlier `orch train` or `orch run` here")
-    old = refresh_liveness(old)
-    names = {v.name for v in variants}
-    todo = [j for j in old.jobs if j.variant in names and j.stage not in (
-        Stage.done, Stage.gate_failed)]
-    if not todo:
-        raise UsageError(f"run {old.run_id} has nothing left to do; start a new one with "
-                         "`orch train`")
-    for j in todo:
-        # An orphan from a killed orchestrator still runs: stop it, then continue from its
-        # last checkpoint, so no job runs twice over the same output dir.
-        stop_orphan(j.pid, j.started, cfg.grace_seconds)
-        gate_ok = j.gate is not None and j.gate.passed
-        j.stage = Stage.queued if gate_ok else Stage.pending
-        j.pid = j.exit_code = j.finished = None
-        j.reason = ""
-    return old
 
 
 def run_all(

@@ -31,7 +31,7 @@ from orchestrator import state as st
 from orchestrator.errors import UsageError
 from orchestrator.formats import EventTail, warn_corrupt
 from orchestrator.progress import JobProgress
-from orchestrator.ui import STAGE_STYLE, elapsed, fmt_duration, gate_summary
+from orchestrator.ui import STAGE_STYLE, elapsed, fmt_duration, fmt_memory, gate_summary
 
 SPARK = "▁▂▃▄▅▆▇█"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -65,12 +65,6 @@ def bar(fraction: float, width: int = 14) -> str:
     return "█" * full + "░" * (width - full)
 
 
-def fmt_memory(mb: float | None) -> str:
-    if mb is None or not math.isfinite(mb):
-        return "-"
-    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
-
-
 def fmt_loss(loss: float | None) -> str:
     if loss is None:
         return "-"
@@ -80,11 +74,14 @@ def fmt_loss(loss: float | None) -> str:
 
 
 def code_label(job: st.JobState) -> str:
-    """branch@short-commit, with "dirty" when the worktree had uncommitted changes."""
+    """branch@short-commit, with "dirty" when the worktree had uncommitted changes, and the
+    micro-batch after out-of-memory retries."""
     if not job.branch and not job.commit:
         return ""
-    text = f"{job.branch or '?'}@{job.commit[:7] or '?'}"
-    return text + " dirty" if job.dirty else text
+    text = f"{job.branch or '?'}@{job.commit[:7] or '?'}" + (" dirty" if job.dirty else "")
+    if job.retries:
+        text += f" · OOM retry {len(job.retries)}: micro-batch {job.micro_batch}"
+    return text
 
 
 def fraction_done(job: st.JobState, p: JobProgress | None) -> float | None:
@@ -361,6 +358,8 @@ def plain_line(job: st.JobState, p: JobProgress | None, *, now: float) -> str:
             parts.append(f"ETA {fmt_duration(p.eta_at(now))}")
     elif job.device and job.stage == st.Stage.training:
         parts.append(f"on {job.device}")
+    if job.retries and job.stage == st.Stage.training:
+        parts.append(f"({job.retries[-1]})")
     return " ".join(parts)
 
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.config import Config, SharedJob
@@ -56,7 +56,7 @@ class SharedPlan:
 
     @property
     def train_args(self) -> list[str]:
-        return [self.job.pass_as, str(self.artifact)]
+        return [self.job.pass_as, str(self.artifact)] if self.job.pass_as else []
 
 
 def tree_hash(root: Path, paths: list[str]) -> str:
@@ -82,9 +82,24 @@ def cache_key(job: SharedJob, preset: str, tree: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan(cfg: Config, home: Path, preset: str) -> list[SharedPlan]:
+REHEARSAL_ASSETS = "rehearsal-assets"
+
+
+def rehearsal_jobs(cfg: Config, preset: str) -> list[SharedJob]:
+    """The shared jobs of a rehearsal: each with its rehearse_args (a step or two; cached
+    apart from the real artifact, as its arguments differ), and the preset's stand-in maker."""
+    jobs = [replace(job, args=[*job.args, *job.rehearse_args]) for job in cfg.shared_jobs]
+    module = cfg.presets[preset].rehearsal_assets
+    if module:
+        jobs.append(SharedJob(name=REHEARSAL_ASSETS, module=module, artifact="assets.json",
+                              pass_as="", presets=[preset],
+                              depends_on=[module.split(".")[0] + "/"]))
+    return jobs
+
+
+def plan(cfg: Config, home: Path, preset: str, *, rehearse: bool = False) -> list[SharedPlan]:
     plans = []
-    for job in cfg.shared_jobs:
+    for job in rehearsal_jobs(cfg, preset) if rehearse else cfg.shared_jobs:
         if preset not in job.presets:
             continue
         key = cache_key(job, preset, tree_hash(cfg.root, job.depends_on))

@@ -12,12 +12,15 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, RenderableType
 from rich.table import Table
 
 from orchestrator.formats import GateResult, JobState, RunState, Stage
+
+if TYPE_CHECKING:
+    from orchestrator.plan import Plan
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -141,7 +144,7 @@ def jobs_table(run: RunState, now: float | None = None) -> Table:
             j.device,
             gate_summary(j.gate),
             elapsed(j, now),
-            j.reason,
+            j.reason or (j.retries[-1] if j.retries else ""),
         )
     return t
 
@@ -165,4 +168,26 @@ def gate_table(run: RunState) -> Table:
                 f"{test.seconds:.2f}",
                 test.message[:80],
             )
+    return t
+
+
+def fmt_memory(mb: float | None) -> str:
+    if mb is None or not math.isfinite(mb):
+        return "-"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def plan_table(plan: Plan) -> Table:
+    """Per job: micro-batch x accumulation, memory (and how it is known), GPU, note."""
+    gpus = ", ".join(f"{g.index}:{fmt_memory(g.total_mb)}" for g in plan.inventory) or "none"
+    t = Table(title=f"plan for {plan.preset} (measured on {plan.measured_on}, "
+              f"{plan.memory_source}; GPUs {gpus})", show_edge=False, header_style="bold")
+    for c in ("variant", "micro x accum", "memory", "per clip", "planned", "gpu", "note"):
+        t.add_column(c)
+    for j in plan.jobs:
+        t.add_row(j.variant, f"{j.micro_batch} x {j.accumulation}",
+                  f"{fmt_memory(j.memory_mb)} ({j.memory_basis})",
+                  fmt_memory(j.per_clip_mb), fmt_memory(j.planned_mb),
+                  ",".join(map(str, j.gpus)) or "-",
+                  j.note if j.fits else f"[red]fits no GPU: {j.note}[/]")
     return t

@@ -70,8 +70,12 @@ from branches.{pkg} import model
 p = argparse.ArgumentParser()
 p.add_argument("--preset"); p.add_argument("--output"); p.add_argument("--seed", type=int)
 p.add_argument("--threads", type=int); p.add_argument("--tokenizer"); p.add_argument("--data")
-p.add_argument("--resume", action="store_true")
+p.add_argument("--resume", action="store_true"); p.add_argument("--device")
+p.add_argument("--micro-batch", type=int); p.add_argument("--rehearse", action="store_true")
+p.add_argument("--motion")
 a = p.parse_args()
+BATCH = 8
+micro = a.micro_batch or BATCH
 out = pathlib.Path(a.output)
 ckpt = out / "checkpoints"
 ckpt.mkdir(parents=True, exist_ok=True)
@@ -83,8 +87,21 @@ def emit(kind, **kw):
 
 t0 = time.time()
 emit("start", variant="{name}", preset=a.preset, seed=a.seed, pid=os.getpid(),
-     resumed_from_epoch=1 if a.resume else 0)
-print("training", "{name}", flush=True)
+     resumed_from_epoch=1 if a.resume else 0, batch_size=BATCH, micro_batch=micro,
+     accumulation=BATCH // micro)
+print("training", "{name}", "on", a.device, "micro-batch", micro, flush=True)
+oom_above = os.environ.get("FAKE_OOM_ABOVE")
+if oom_above is not None and micro > int(oom_above):
+    emit("error", kind="oom", message=f"CUDA out of memory (injected: micro-batch {{micro}})")
+    sys.exit(5)
+if a.rehearse:  # memory grows by 500 MB a clip over 1000 MB, as a real one would
+    (out / "rehearsal.json").write_text(json.dumps({{
+        "micro_batch": micro, "batch_size": BATCH, "accumulation": BATCH // micro,
+        "device": a.device, "precision": "fp32", "memory_source": "process_peak_rss",
+        "peak_memory_mb": 1000.0 + 500.0 * micro, "peak_allocated_mb": None,
+        "flops_per_micro_batch": 1e9 * micro, "step_seconds": 0.01,
+        "parameters": {{"trainable": 10, "frozen": 5}},
+        "stand_in": os.environ.get("FAKE_ASSET"), "motion": a.motion}}))
 fail = os.environ.get("FAKE_FAIL_{env}", "")
 if fail == "oom":
     print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
@@ -115,6 +132,7 @@ results = {{
     "timings": {{"wall_s": 0.2, "train_s": 0.1, "samples_per_s": 100.0, "peak_memory_mb": None}},
     "artifacts": {{"checkpoint": "checkpoints/last.pt", "frames": None}},
     "value": model.VALUE, "resumed": a.resume, "tokenizer": a.tokenizer, "threads": a.threads,
+    "device": a.device, "micro_batch": micro, "motion": a.motion, "argv": sys.argv[1:],
     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     "threads_granted": (pathlib.Path(os.environ["ORCH_THREADS_FILE"]).read_text().strip()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchestrator.config import Config
+    from orchestrator.devices import Gpu
 
 
 def setup() -> tuple[Config, Path]:
@@ -21,3 +22,17 @@ def setup() -> tuple[Config, Path]:
 
     cfg = load_config()
     return cfg, state_home(cfg.root)
+
+
+def parse_plan_gpus(text: str | None) -> list[Gpu] | None:
+    """`--plan-gpus 0:81920,1:24576` as GPUs; None when not given."""
+    from orchestrator.devices import parse_gpus_env
+    from orchestrator.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return parse_gpus_env(text)
+    except (ValueError, IndexError):
+        raise UsageError(f"--plan-gpus {text!r}: write index:MiB pairs, e.g. 0:81920,1:24576"
+                         ) from None

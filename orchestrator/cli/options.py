@@ -12,3 +12,8 @@ BackendOpt = typer.Option("local", "--backend", help="Where jobs run: local (sub
                           "here) or ray (a Ray cluster; needs the ray extra).")
 AddressOpt = typer.Option(None, "--address", help="Ray cluster address, e.g. 10.0.0.5:6379 "
                           "(default: ray.address in config.yaml, else RAY_ADDRESS).")
+RehearseOpt = typer.Option(False, "--rehearse", help="Rehearse the preset instead: every job "
+                           "for a step or two at its true shapes, measured at micro-batches 1 "
+                           "and 2, then plan.json (micro-batch, memory and GPU per job).")
+PlanGpusOpt = typer.Option(None, "--plan-gpus", help="With --rehearse: the GPUs to plan for, "
+                           "as index:MiB pairs (e.g. 0:81920,1:24576); default: this machine's.")

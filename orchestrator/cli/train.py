@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli.options import AddressOpt, BackendOpt, LiveOpt, PresetOpt, SeedsOpt
+from orchestrator.cli.options import (
+    AddressOpt,
+    BackendOpt,
+    LiveOpt,
+    PlanGpusOpt,
+    PresetOpt,
+    RehearseOpt,
+    SeedsOpt,
+)
 
 VariantsArg = typer.Argument(None, help="Variants to train (default: every enabled one).")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the unfinished jobs of the last run.")
@@ -20,6 +28,8 @@ def train(
     live: bool | None = LiveOpt,
     backend: str = BackendOpt,
     address: str | None = AddressOpt,
+    rehearse: bool = RehearseOpt,
+    plan_gpus: str | None = PlanGpusOpt,
 ) -> None:
     """Run the shared jobs, gate each variant, then train those that passed, in parallel.
 
@@ -27,10 +37,11 @@ def train(
     worktree first on the import path. A failed job is recorded with its reason and log
     tail while the others go on. Exits 5 if a job failed, 4 if only gates failed. With
     `--backend ray` the jobs run on a Ray cluster from the recorded commit and diff; logs,
-    events and outputs come back here.
+    events and outputs come back here. With `--rehearse`, a rehearsal and its plan instead;
+    later trainings of that preset on the same kind of device follow the plan.
     """
-    from orchestrator import launcher, ui
-    from orchestrator.cli import setup
+    from orchestrator import launcher, rehearsal, ui
+    from orchestrator.cli import parse_plan_gpus, setup
     from orchestrator.errors import UsageError
     from orchestrator.executors import open_executor
     from orchestrator.failures import outcome_error
@@ -38,24 +49,27 @@ def train(
     from orchestrator.state import run_to_dict
 
     cfg, home = setup()
-    if resume and (preset is not None or seeds != 1):
-        raise UsageError("--resume continues the last run as it was; drop --preset/--seeds")
+    if resume and (preset is not None or seeds != 1 or rehearse):
+        raise UsageError("--resume continues the last run as it was; drop --preset/--seeds/"
+                         "--rehearse")
+    if plan_gpus is not None and not rehearse:
+        raise UsageError("--plan-gpus is for --rehearse")
     selected, preset_name = cfg.select(variants), cfg.preset(preset)
     with open_executor(cfg, backend, address) as executor, LiveView(ui.err, live=live) as view:
-        run = launcher.train(
-            cfg,
-            home,
-            selected,
-            preset=preset_name,
-            seeds=seeds,
-            resume=resume,
-            on_update=view.update,
-            executor=executor,
-        )
+        if rehearse:
+            run, plan = rehearsal.rehearse(
+                cfg, home, selected, preset_name, plan_gpus=parse_plan_gpus(plan_gpus),
+                on_update=view.update, executor=executor)
+        else:
+            run, plan = launcher.train(
+                cfg, home, selected, preset=preset_name, seeds=seeds, resume=resume,
+                on_update=view.update, executor=executor), None
     if as_json:
         ui.write_json(run_to_dict(run))
     else:
         ui.write(ui.jobs_table(run))
+        if plan is not None:
+            ui.write(ui.plan_table(plan))
     err = outcome_error(run)
     if err is not None:
         raise err

@@ -31,6 +31,9 @@ class StartEvent(Record):
     total_steps: int | None = None
     resumed_from_epoch: Annotated[int, BeforeValidator(_zero_if_null)] = 0
     pid: int | None = None
+    batch_size: int | None = None
+    micro_batch: int | None = None
+    accumulation: int | None = None
 
 
 class ProgressEvent(Record):

@@ -113,6 +113,10 @@ class JobState:
     log_path: str = ""
     output_dir: str = ""
     gate: GateResult | None = None
+    micro_batch: int | None = None  # clips per forward/backward; None: the preset's batch
+    memory_mb: float = 0.0  # GPU memory planned for it (0: none)
+    memory_basis: str = ""  # plan (a rehearsal measured it) or config (an estimate)
+    retries: list[str] = field(default_factory=list)  # one line per out-of-memory retry
 
     def __post_init__(self) -> None:
         self.stage = Stage(self.stage)

@@ -149,6 +149,13 @@ def _flags(model: dict[str, float], refs: dict[str, dict[str, float]]) -> tuple[
                  if name in refs and psnr < refs[name].get("psnr", math.nan))
 
 
+def _retried(job: st.JobState) -> tuple[str, ...]:
+    """A job that ran out of memory and went again with smaller micro-batches says so."""
+    if not job.retries:
+        return ()
+    return (f"OOM: retried down to micro-batch {job.micro_batch}",)
+
+
 def _jobs_without_state(run_dir: Path) -> list[st.JobState]:
     """A run dir without state.json (copied around, or written by hand): its results files."""
     jobs = []
@@ -200,7 +207,7 @@ def _job_row(job: st.JobState) -> JobRow:
         step_losses=tuple(progress.step_losses) if progress else (),
         frames_path=str(frames) if frames and frames.exists() else "",
         results_path=str(results.path) if results else "",
-        flags=_flags(metrics["model"], refs) if results else (),
+        flags=(_flags(metrics["model"], refs) if results else ()) + _retried(job),
     )
 
 
@@ -235,6 +242,7 @@ def _summaries(rows: list[JobRow]) -> list[VariantSummary]:
         status = "ok" if ok else (failed[0].status + (f": {failed[0].reason}"
                                                       if failed[0].reason else ""))
         flags = _flags({"psnr": model["psnr"].mean}, refs) if ok else ()
+        flags += tuple(dict.fromkeys(f for r in jobs for f in r.flags if f.startswith("OOM")))
         if ok and failed:
             flags += (f"{len(failed)} of {len(jobs)} jobs without results",)
         out.append(VariantSummary(
