@@ -1,7 +1,7 @@
 """The plan: each job's micro-batch, memory and GPU, from what a rehearsal measured.
 
 A rehearsal runs every training job at its preset's true shapes at two micro-batch sizes
-and reports the peak memory of each (``rehearsal.json``, requirements.md 3.4). Memory grows
+and reports the peak memory of each (``rehearsal.json``, requirements.md section 3). Memory grows
 linearly with the clips of a micro-batch, so two points give a fixed part and a part per
 clip: ``memory(m) = fixed + per_clip * m``. For a GPU inventory the plan then picks, per
 job, the largest micro-batch that divides the batch and fits the largest GPU with a margin

@@ -1,13 +1,18 @@
 """What every variant's train entry point shares: options, data, tokenizer, output folder.
 
     python -m branches.<variant>.train --preset {micro,tiny,full} --output DIR
-           [--resume] [--seed N] [--data FILE.npy] [--tokenizer CKPT] [--threads N]
+           [--resume] [--seed N] [--data FILE.npy] [--tokenizer CKPT] [--motion CKPT]
+           [--threads N] [--device DEV] [--micro-batch N] [--rehearse]
+
+The options are checked before anything heavy loads: a bad ``--micro-batch`` or a
+``--device`` that does not exist costs no tokenizer download.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +27,7 @@ from shared.latent_cache import ClipCache, default_cache_root
 from shared.latent_experiment import weights_fingerprint
 from shared.magvit import MagvitTokenizer, load_tokenizer
 from shared.presets import STUDY_PRESETS, StudyConfig
-from shared.runtime import seed_everything
+from shared.runtime import seed_everything, select_device
 from shared.training import Experiment, RunSpec, train
 
 
@@ -37,11 +42,27 @@ class TrainArgs:
     motion: str | None
     threads: int | None
     device: str | None
+    micro_batch: int | None = None
+    rehearse: bool = False
 
     def run_spec(self, variant: str) -> RunSpec:
         return RunSpec(variant=variant, preset=self.preset, seed=self.seed,
                        output_dir=self.output, resume=self.resume, device=self.device,
-                       threads=self.threads)
+                       threads=self.threads, rehearse=self.rehearse)
+
+    def study_to_run(self, study: StudyConfig) -> StudyConfig:
+        """``study`` as this run trains it: ``--micro-batch`` checked against the preset's
+        batch and applied, and a rehearsal's cuts. Applying it twice changes nothing, so a
+        train module may call it early to fail before it loads anything."""
+        train = study.train
+        if self.micro_batch is not None:
+            if self.micro_batch not in train.micro_batch_choices:
+                choices = ", ".join(map(str, train.micro_batch_choices))
+                raise ConfigError(
+                    f"--micro-batch {self.micro_batch} does not divide the batch of "
+                    f"{train.batch_size} clips of preset {study.name!r}: use one of {choices}")
+            train = replace(train, micro_batch=self.micro_batch)
+        return replace(study, train=train.rehearsal() if self.rehearse else train)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,13 +84,28 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
     parser.add_argument("--motion", help="motion backbone checkpoint, for variants that use one: "
                         "a path or hf://OWNER/REPO/FILE")
     parser.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA if visible)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N; one that is not there is an "
+                        "error (default: CUDA if visible, else the CPU)")
+    parser.add_argument("--micro-batch", type=int, metavar="N",
+                        help="clips per forward/backward pass; must divide the preset's batch, "
+                        "which stays the effective batch (default: the whole batch)")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="two micro-steps at the preset's true shapes, then rehearsal.json "
+                        "with the peak memory and the cost of a step")
     ns = parser.parse_args(argv)
     if ns.seed < 0:
         raise ConfigError(f"--seed must be non-negative, got {ns.seed}")
+    if ns.micro_batch is not None and ns.micro_batch < 1:
+        raise ConfigError(f"--micro-batch must be at least 1, got {ns.micro_batch}")
+    if ns.device is not None:
+        select_device(ns.device)  # fails now, before a tokenizer loads, if it is not there
+    if ns.rehearse and ns.resume:
+        print("--rehearse: --resume ignored, a rehearsal measures from a fresh start",
+              file=sys.stderr, flush=True)
     return TrainArgs(preset=ns.preset, output=ns.output, resume=ns.resume, seed=ns.seed,
                      data=ns.data, tokenizer=ns.tokenizer, motion=ns.motion,
-                     threads=ns.threads, device=ns.device)
+                     threads=ns.threads, device=ns.device, micro_batch=ns.micro_batch,
+                     rehearse=ns.rehearse)
 
 
 def build_datasets(
@@ -126,6 +162,7 @@ def run_variant(
     same frozen tokenizer shares them), and a non-empty ``cache_key`` (e.g. a frozen motion
     backbone's weights) also caches the condition's features, keyed by it and the data.
     """
+    study = args.study_to_run(study)  # --micro-batch and --rehearse, checked before any load
     seed_everything(args.seed)  # before any module is built: the weights' init depends on it
     tokenizer = load_study_tokenizer(study, args.tokenizer)
     train_set, eval_set, train_clips = build_datasets(

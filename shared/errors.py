@@ -35,6 +35,12 @@ class DataError(SharedError, ValueError):
     exit_code = 4
 
 
+class OutOfMemory(SharedError):
+    """The device ran out of memory: the same run fits with a smaller ``--micro-batch``."""
+
+    exit_code = 5
+
+
 T = TypeVar("T")
 
 

@@ -1,9 +1,10 @@
-"""Where and how a run executes: device, threads, mixed precision, environment facts.
+"""Where and how a run executes: device, threads, mixed precision, memory, environment facts.
 
 The device is chosen at run time: CUDA when a GPU is visible (the orchestrator sets
-``CUDA_VISIBLE_DEVICES`` per job, blank for CPU jobs), else the CPU. Mixed precision is used
-on CUDA only: bf16 where the GPU supports it (no loss scaling needed), else fp16 with a
-gradient scaler. On the CPU everything stays fp32, which keeps CPU runs deterministic.
+``CUDA_VISIBLE_DEVICES`` per job, blank for CPU jobs), else the CPU; a device asked for by
+name must exist, or the run stops before it loads anything. Mixed precision is used on CUDA
+only: bf16 where the GPU supports it (no loss scaling needed), else fp16 with a gradient
+scaler. On the CPU everything stays fp32, which keeps CPU runs deterministic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import math
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -37,18 +39,37 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
+    @property
+    def name(self) -> str:
+        """"fp32", "bf16" or "fp16": what the forward passes compute in."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+_DEVICE_RE = re.compile(r"cpu|cuda(:\d+)?")
+
 
 def select_device(requested: str | None = None) -> torch.device:
-    """``requested`` ("cpu", "cuda", "cuda:1") wins; otherwise CUDA if visible, else CPU."""
-    if requested:
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {requested!r} asked for, but no CUDA GPU is visible: "
-                "use --device cpu or check CUDA_VISIBLE_DEVICES"
-            )
+    """``requested`` ("cpu", "cuda", "cuda:1") must exist; without it, CUDA if visible, else
+    the CPU. A CUDA device always comes back with its index ("cuda" is "cuda:0")."""
+    if requested is None:
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if not _DEVICE_RE.fullmatch(requested):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {requested!r}")
+    device = torch.device(requested)
+    if device.type == "cpu":
         return device
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    # is_available() first: device_count() alone may report GPUs a broken driver cannot use.
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = device.index or 0
+    if index >= visible:
+        seen = "no CUDA GPU is visible" if visible == 0 else f"only {visible} CUDA GPU(s) visible"
+        mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+        mask_text = "unset" if mask is None else f"{mask!r}"
+        raise ConfigError(
+            f"--device {requested} asked for, but {seen} (CUDA_VISIBLE_DEVICES is {mask_text}): "
+            "use --device cpu, or run where CUDA_VISIBLE_DEVICES leaves that GPU visible"
+        )
+    return torch.device("cuda", index)
 
 
 def select_precision(
@@ -197,9 +218,42 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocator peak on a GPU, max RSS on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    return _peak_rss_mb()
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """What a plan needs to know of this process's peak memory so far: on a GPU what the
+    caching allocator reserved (what other processes cannot have) and, below it, what
+    tensors held; on the CPU the peak resident set."""
+    if device.type == "cuda":
+        return {"memory_source": "cuda_max_memory_reserved",
+                "peak_memory_mb": torch.cuda.max_memory_reserved(device) / 2**20,
+                "peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+    return {"memory_source": "process_peak_rss", "peak_memory_mb": _peak_rss_mb(),
+            "peak_allocated_mb": None}
+
+
+def _peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+# Fault injection for tests of the out-of-memory path (requirements.md, section 3).
+OOM_INJECTION_ENV = "SHARED_INJECT_OOM_ABOVE"
+
+
+def inject_oom(micro_batch: int) -> None:
+    """Raise the error a CUDA device gives when memory runs out, if ``SHARED_INJECT_OOM_ABOVE``
+    is set to K and ``micro_batch`` > K; the loop calls it before its first micro-step."""
+    limit = os.environ.get(OOM_INJECTION_ENV, "").strip()
+    if not limit:
+        return
+    if not limit.isdigit():
+        raise ConfigError(f"{OOM_INJECTION_ENV} must be a non-negative integer, got {limit!r}")
+    if micro_batch > int(limit):
+        raise torch.OutOfMemoryError(
+            f"CUDA out of memory (injected: micro-batch {micro_batch} > {limit})")
 
 
 def environment(device: torch.device, threads: int) -> dict[str, Any]:

@@ -6,6 +6,13 @@ module does the rest the same way for all of them: seeding, the optimizer and sc
 precision on CUDA, ``events.jsonl``, a checkpoint after every epoch, ``--resume``, evaluation
 against the reference rows, and ``results.json`` (schemas in requirements.md).
 
+A batch of ``batch_size`` clips may go through the model in micro-batches of ``micro_batch``
+clips: each micro-batch's loss is weighted by its share of the batch's clips before its
+backward, so the gradients add up to the batch's and one optimizer step follows; a loss that
+is a mean over clips gives the same training to float rounding, at the memory of a
+micro-batch. A rehearsal (``RunSpec.rehearse``) runs two micro-steps at the true shapes, each
+followed by an optimizer step, and writes what they cost to ``rehearsal.json``.
+
 Determinism: the order of the training clips in epoch ``e`` comes from a generator seeded
 with ``(seed, e)``, and the global RNG states are saved with each checkpoint, so a run that
 is killed and resumed from its last checkpoint ends with the same results as one that was
@@ -14,28 +21,32 @@ not (on the CPU, where kernels are deterministic).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import signal
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from orchestrator.formats import RESULTS_SCHEMA, write_json_atomic
 from shared import runtime
 from shared.checkpoint import save_checkpoint
-from shared.errors import CheckpointError, ConfigError, DataError, SharedError
+from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, SharedError
 from shared.evaluation import Evaluator
 from shared.events import EventLog
 from shared.experiment import Experiment
 
 LAST_CHECKPOINT = "checkpoints/last.pt"
+REHEARSAL_FILE = "rehearsal.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 16
     strip_clips: int = 4
     amp: bool = True
+    micro_batch: int | None = None  # clips per forward and backward; None: the whole batch
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "train_clips", "eval_clips", "log_every"):
@@ -60,6 +72,31 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.micro_batch is not None and self.micro_batch not in self.micro_batch_choices:
+            raise ConfigError(f"train.micro_batch={self.micro_batch} must divide "
+                              f"train.batch_size={self.batch_size}")
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Clips per forward and backward pass."""
+        return self.micro_batch or self.batch_size
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches whose gradients add up to one optimizer step."""
+        return self.batch_size // self.micro_batch_size
+
+    @property
+    def micro_batch_choices(self) -> list[int]:
+        """The micro-batch sizes that divide the batch: the effective batch stays the same."""
+        return [n for n in range(1, self.batch_size + 1) if self.batch_size % n == 0]
+
+    def rehearsal(self) -> TrainConfig:
+        """This config cut to a rehearsal's length: one epoch of two micro-batches, two
+        held-out clips, at most two strip clips. Shapes, model and micro-batch stay as they
+        are, so the memory and the cost of a step are the real run's."""
+        return replace(self, epochs=1, train_clips=min(self.train_clips, 2 * self.micro_batch_size),
+                       eval_clips=min(self.eval_clips, 2), strip_clips=min(self.strip_clips, 2))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +110,7 @@ class RunSpec:
     resume: bool = False
     device: str | None = None
     threads: int | None = None
+    rehearse: bool = False  # also write rehearsal.json; config: a TrainConfig.rehearsal()
 
 
 @dataclass
@@ -118,8 +156,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _is_oom(error: BaseException) -> bool:
+    # Older CUDA paths raise a plain RuntimeError whose message says so.
+    return isinstance(error, RuntimeError) and (
+        isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower())
+
+
 def _error_kind(error: BaseException) -> str:
-    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+    if _is_oom(error):
         return "oom"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
@@ -156,12 +200,20 @@ def train(
         if not isinstance(error, SystemExit):
             user_error = isinstance(error, (SharedError, KeyboardInterrupt))
             tail = "" if user_error else traceback.format_exc()
-            text = str(error).strip()
-            message = text.splitlines()[0] if text else type(error).__name__
-            log.emit("error", message=message, kind=_error_kind(error), traceback=tail[-4000:])
+            log.emit("error", message=_first_line(error), kind=_error_kind(error),
+                     traceback=tail[-4000:])
+        if _is_oom(error):  # one line and exit code 5: orch retries with a smaller micro-batch
+            raise OutOfMemory(f"out of memory at --micro-batch {config.micro_batch_size} "
+                              f"({_first_line(error)}): retry with a smaller --micro-batch"
+                              ) from error
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _train(
@@ -179,24 +231,27 @@ def _train(
     precision = runtime.select_precision(device.type, enabled=config.amp)
     runtime.seed_everything(run.seed)
 
-    experiment.to(device)
-    for module in experiment.frozen_modules():
-        module.eval()
-        module.requires_grad_(False)
-    steps_per_epoch = math.ceil(config.train_clips / config.batch_size)
+    _place(experiment, device)
+    # A rehearsal steps after every micro-batch: accumulating would not change the peak.
+    step_clips = config.micro_batch_size if run.rehearse else config.batch_size
+    steps_per_epoch = math.ceil(config.train_clips / step_clips)
     total_steps = steps_per_epoch * config.epochs
     optimizer = _Optimizer.for_experiment(experiment, config, precision, total_steps=total_steps)
     checkpoint_path = run.output_dir / LAST_CHECKPOINT
-    start_epoch, history, train_seconds = _resume(checkpoint_path, experiment, optimizer,
-                                                  resume=run.resume)
+    start_epoch, history, train_seconds = _resume(  # a rehearsal measures from scratch
+        checkpoint_path, experiment, optimizer, resume=run.resume and not run.rehearse)
 
     log.emit("start", variant=run.variant, preset=run.preset, seed=run.seed, device=str(device),
              epochs=config.epochs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-             resumed_from_epoch=start_epoch - 1, pid=os.getpid())
+             resumed_from_epoch=start_epoch - 1, pid=os.getpid(), batch_size=config.batch_size,
+             micro_batch=config.micro_batch_size, accumulation=config.accumulation,
+             rehearsal=run.rehearse)
     experiment.prepare(log)
 
+    meter = _RehearsalMeter(device) if run.rehearse else None
     loop = _EpochLoop(config=config, seed=run.seed, total_steps=total_steps, device=device,
-                      precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch)
+                      precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch,
+                      step_clips=step_clips, meter=meter or _Meter())
     model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
@@ -207,11 +262,24 @@ def _train(
         _save_epoch_checkpoint(checkpoint_path, experiment, optimizer, log, epoch=epoch,
                                history=history, train_seconds=train_seconds)
 
-    return _write_results(
-        experiment, evaluator, log, config=config, run=run, run_config=run_config,
+    results = _write_results(
+        experiment, evaluator, config=config, run=run, run_config=run_config,
         device=device, threads=threads, history=history, model_row=model_row,
         train_seconds=train_seconds, wall_start=wall_start,
     )
+    if meter is not None:
+        _write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
+                         device=device, precision=precision)
+    log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
+    return results
+
+
+def _place(experiment: Experiment, device: torch.device) -> None:
+    """Everything on ``device``; the frozen modules in eval mode and without gradients."""
+    experiment.to(device)
+    for module in experiment.frozen_modules():
+        module.eval()
+        module.requires_grad_(False)
 
 
 @dataclass
@@ -241,6 +309,7 @@ class _Optimizer:
                                    warmup_steps=config.warmup_steps,
                                    min_ratio=config.min_lr_ratio),
         )
+        optimizer.zero_grad(set_to_none=True)  # the first step adds to no stale gradient
         return cls(optimizer, schedule, scaler, parameters, config.grad_clip)
 
     @property
@@ -248,15 +317,20 @@ class _Optimizer:
         """The rate of the first group (the variant's main one) at this step."""
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add the gradients of ``loss`` to those of the step's earlier micro-batches."""
         self.scaler.scale(loss).backward()
+
+    def step(self) -> None:
+        """One update from the gradients added up since the last, then drop them (freed
+        before evaluation rather than held until the next step)."""
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
@@ -284,6 +358,52 @@ def _resume(
     return 1, [], 0.0
 
 
+class _Meter:
+    """What the loop measures of its steps: nothing, outside a rehearsal."""
+
+    def step(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+
+class _RehearsalMeter(_Meter):
+    """A rehearsal's figures: the FLOPs of the first micro-step's forward and backward, and
+    the wall time of the second micro-step with its optimizer step (the first warms up)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.flops: int | None = None
+        self.step_seconds: float | None = None
+        self._steps = 0
+        self._passes = 0
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        self._synchronize()
+        started = time.perf_counter()
+        yield
+        self._synchronize()  # CUDA kernels run asynchronously: wait for this step's
+        self._steps += 1
+        if self._steps == 2:
+            self.step_seconds = time.perf_counter() - started
+
+    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
+        self._passes += 1
+        return self._count_flops() if self._passes == 1 else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _count_flops(self) -> Iterator[None]:
+        with FlopCounterMode(display=False) as counter:
+            yield
+        self.flops = int(counter.get_total_flops())
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
 @dataclass
 class _EpochLoop:
     """Runs the training epochs: the step count carries over from one epoch to the next."""
@@ -295,7 +415,10 @@ class _EpochLoop:
     precision: runtime.Precision
     log: EventLog
     step: int  # optimizer steps done so far, over all epochs
+    step_clips: int  # clips per optimizer step: the batch (a rehearsal: one micro-batch)
+    meter: _Meter = field(default_factory=_Meter)
     thread_budget: runtime.ThreadBudget = field(default_factory=runtime.ThreadBudget)
+    micro_steps: int = 0  # forward and backward passes made by this process
 
     def train_epoch(self, experiment: Experiment, optimizer: _Optimizer, epoch: int
                     ) -> tuple[list[float], list[dict[str, float]]]:
@@ -305,24 +428,51 @@ class _EpochLoop:
         experiment.trainable.train()
         order = epoch_order(self.seed, epoch, config.train_clips)
         progress, losses, logs = _Progress(), [], []
-        for batch in experiment.train_batches(order, config.batch_size):
-            with self.precision.autocast():
-                loss, step_logs = experiment.loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {self.step + 1}: "
-                                         "lower the learning rate or check the data")
-            optimizer.step(loss)
+        batches = experiment.train_batches(order, self.step_clips)
+        for clips, batch in zip(_batch_clips(len(order), self.step_clips), batches, strict=True):
+            with self.meter.step():
+                loss, step_logs = self._train_step(experiment, optimizer, batch, clips)
             self.step += 1
             if (granted := self.thread_budget.poll()) is not None:
                 print(f"threads: now {granted} (cores freed by ended jobs)", flush=True)
-            progress.losses.append(loss.item())
-            losses.append(loss.item())
+            progress.losses.append(loss)
+            losses.append(loss)
             logs.append(step_logs)
-            progress.samples += _batch_size(batch)
+            progress.samples += clips
             if self.step % config.log_every == 0 or self.step == self.total_steps:
                 self._report_progress(progress, epoch=epoch, lr=optimizer.lr)
                 progress = _Progress()
         return losses, logs
+
+    def _train_step(self, experiment: Experiment, optimizer: _Optimizer,
+                    batch: dict[str, Any], clips: int) -> tuple[float, dict[str, float]]:
+        """One optimizer step on a batch of ``clips`` clips, a forward and backward per
+        micro-batch; the batch's loss and logs (clip-weighted means over its micro-batches)."""
+        loss, weighted_logs = 0.0, []
+        for micro_clips, micro_batch in split_batch(batch, clips, self.config.micro_batch_size):
+            weight = micro_clips / clips  # its share of a loss that is a mean over the clips
+            micro_loss, micro_logs = self._forward_backward(experiment, optimizer, micro_batch,
+                                                            weight)
+            loss += weight * micro_loss
+            weighted_logs.append((weight, micro_logs))
+        optimizer.step()
+        return loss, _weighted_mean_logs(weighted_logs)
+
+    def _forward_backward(self, experiment: Experiment, optimizer: _Optimizer,
+                          micro_batch: dict[str, Any], weight: float
+                          ) -> tuple[float, dict[str, float]]:
+        """The loss of one micro-batch, its gradients (times ``weight``) added to the step's."""
+        if self.micro_steps == 0:
+            runtime.inject_oom(self.config.micro_batch_size)  # a test's fault, if asked for
+        with self.meter.forward_backward():
+            with self.precision.autocast():
+                loss, logs = experiment.loss(micro_batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step + 1}: "
+                                         "lower the learning rate or check the data")
+            optimizer.backward(loss * weight)
+        self.micro_steps += 1
+        return loss.item(), logs
 
     def _report_progress(self, progress: _Progress, *, epoch: int, lr: float) -> None:
         elapsed = time.perf_counter() - progress.started
@@ -393,7 +543,6 @@ def _save_epoch_checkpoint(
 def _write_results(
     experiment: Experiment,
     evaluator: Evaluator,
-    log: EventLog,
     *,
     config: TrainConfig,
     run: RunSpec,
@@ -416,7 +565,8 @@ def _write_results(
         "preset": run.preset,
         "seed": run.seed,
         "status": "success",
-        "config": run_config | {"train": asdict(config)},
+        "config": run_config | {"rehearsal": run.rehearse, "train": asdict(config) | {
+            "micro_batch": config.micro_batch_size, "accumulation": config.accumulation}},
         "environment": runtime.environment(device, threads),
         "parameters": experiment.parameter_counts(),
         "history": history,
@@ -430,18 +580,65 @@ def _write_results(
         "artifacts": {"checkpoint": LAST_CHECKPOINT, "frames": strip_path.name},
     }
     write_json_atomic(run.output_dir / "results.json", results)
-    log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
     return results
+
+
+def _write_rehearsal(
+    path: Path,
+    experiment: Experiment,
+    meter: _RehearsalMeter,
+    *,
+    config: TrainConfig,
+    device: torch.device,
+    precision: runtime.Precision,
+) -> None:
+    """What a plan needs of this job (requirements.md, section 3): its peak memory over the
+    whole run so far (latent cache, steps, evaluation), the cost of a micro-step and the
+    accumulation the real run would do."""
+    write_json_atomic(path, {
+        "micro_batch": config.micro_batch_size,
+        "batch_size": config.batch_size,
+        "accumulation": config.accumulation,
+        "device": str(device),
+        "precision": precision.name,
+        **runtime.peak_memory(device),
+        "flops_per_micro_batch": meter.flops,
+        "step_seconds": meter.step_seconds,
+        "parameters": experiment.parameter_counts(),
+    })
+
+
+def split_batch(batch: dict[str, Any], clips: int, micro_batch: int
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(clips, micro-batch) pieces of a batch of ``clips`` clips, ``micro_batch`` clips each
+    (the last may hold fewer): every tensor whose first dim is ``clips`` is cut along it (the
+    clips and anything per clip, e.g. a (B,) weight), anything else goes whole into each."""
+    if micro_batch >= clips:
+        yield clips, batch
+        return
+    per_clip = {key for key, value in batch.items()
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == clips}
+    assert per_clip, f"no tensor of the batch has its {clips} clips as first dim"
+    for start in range(0, clips, micro_batch):
+        stop = min(clips, start + micro_batch)
+        yield stop - start, {key: value[start:stop] if key in per_clip else value
+                             for key, value in batch.items()}
+
+
+def _batch_clips(num_clips: int, batch_size: int) -> Iterator[int]:
+    """Clips in each of ``Experiment.train_batches``'s batches: full ones, then the rest."""
+    for start in range(0, num_clips, batch_size):
+        yield min(batch_size, num_clips - start)
+
+
+def _weighted_mean_logs(weighted: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
+    """Per key, the weighted mean over the micro-batches that logged it."""
+    keys = {key for _, logs in weighted for key in logs}
+    return {key: sum(w * logs[key] for w, logs in weighted if key in logs)
+            / sum(w for w, logs in weighted if key in logs) for key in sorted(keys)}
 
 
 def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
     keys = {key for entry in logs for key in entry}
     return {key: sum(e[key] for e in logs if key in e) / sum(key in e for e in logs)
             for key in sorted(keys)}
-
-
-def _batch_size(batch: dict[str, Any]) -> int:
-    for value in batch.values():
-        if isinstance(value, torch.Tensor):
-            return int(value.shape[0])
-    return 0

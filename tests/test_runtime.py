@@ -31,9 +31,55 @@ def test_amp_can_be_switched_off_on_cuda():
 
 def test_device_defaults_to_cpu_without_gpu_and_refuses_missing_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert runtime.select_device().type == "cpu"
-    with pytest.raises(ConfigError, match="no CUDA GPU"):
-        runtime.select_device("cuda")
+    assert runtime.select_device("cpu") == torch.device("cpu")
+    for asked in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match="no CUDA GPU.*CUDA_VISIBLE_DEVICES is ''"):
+            runtime.select_device(asked)
+
+
+def test_device_with_gpus_is_indexed_and_must_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert runtime.select_device() == torch.device("cuda", 0)  # the automatic choice
+    assert runtime.select_device("cuda") == torch.device("cuda", 0)
+    assert runtime.select_device("cuda:1") == torch.device("cuda", 1)
+    assert runtime.select_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="only 2 CUDA GPU.*CUDA_VISIBLE_DEVICES is unset"):
+        runtime.select_device("cuda:2")
+
+
+@pytest.mark.parametrize("asked", ["gpu", "cuda:", "cuda:x", "mps", ""])
+def test_device_names_other_than_cpu_cuda_cuda_n_are_refused(asked):
+    with pytest.raises(ConfigError, match="cpu, cuda or cuda:N"):
+        runtime.select_device(asked)
+
+
+def test_precision_names_what_the_forward_computes_in():
+    assert runtime.select_precision("cpu").name == "fp32"
+    assert runtime.select_precision("cuda", bf16_supported=True).name == "bf16"
+    assert runtime.select_precision("cuda", bf16_supported=False).name == "fp16"
+
+
+def test_peak_memory_on_the_cpu_is_the_process_peak_rss():
+    peak = runtime.peak_memory(torch.device("cpu"))
+    assert peak["memory_source"] == "process_peak_rss" and peak["peak_allocated_mb"] is None
+    assert peak["peak_memory_mb"] == runtime.peak_memory_mb(torch.device("cpu")) > 0
+
+
+def test_oom_injection_fires_only_above_its_limit(monkeypatch):
+    monkeypatch.delenv(runtime.OOM_INJECTION_ENV, raising=False)
+    runtime.inject_oom(10**6)  # unset: never
+    monkeypatch.setenv(runtime.OOM_INJECTION_ENV, "4")
+    runtime.inject_oom(4)
+    with pytest.raises(torch.OutOfMemoryError, match="CUDA out of memory.*micro-batch 8 > 4"):
+        runtime.inject_oom(8)
+    monkeypatch.setenv(runtime.OOM_INJECTION_ENV, "four")
+    with pytest.raises(ConfigError, match=runtime.OOM_INJECTION_ENV):
+        runtime.inject_oom(8)
 
 
 def test_threads_from_option_or_environment(monkeypatch):

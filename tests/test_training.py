@@ -102,6 +102,30 @@ def test_bad_options_give_one_line_and_exit_code_2(tmp_path, capsys):
     assert len(err) == 1 and "invalid choice" in err[0]
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_missing_cuda_device_fails_before_anything_loads(tmp_path, capsys, monkeypatch,
+                                                           device):
+    import torch
+
+    from shared import entry
+    from shared.errors import run_cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the tokenizer was loaded before the device was checked")
+
+    monkeypatch.setattr(entry, "load_study_tokenizer", no_load)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: baseline_train.main(["--preset", "micro", "--output", str(tmp_path),
+                                             "--device", device]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA GPU" in err[0] and "CUDA_VISIBLE_DEVICES" in err[0]
+    assert not (tmp_path / "events.jsonl").exists()
+
+
 def test_missing_tokenizer_says_how_to_make_one(tmp_path, capsys):
     from shared.errors import run_cli
 

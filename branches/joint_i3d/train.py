@@ -8,7 +8,7 @@ frames condition the predictor (``--motion``: an I3D checkpoint, e.g. one writte
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from typing import Any
 
@@ -39,8 +39,10 @@ def load_motion(config: JointI3DConfig, source: str | None) -> InceptionI3d:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args: TrainArgs = parse_train_args(argv, variant=VARIANT, description=__doc__ or "")
     config = joint_i3d_config(args.preset)
+    study = args.study_to_run(config.study)  # a bad --micro-batch fails before I3D loads
+    if args.rehearse:  # the probe clips are held-out clips too: cut like the evaluator's
+        config = replace(config, probe_clips=min(config.probe_clips, study.train.eval_clips))
     backbone = load_motion(config, args.motion)
-    study = config.study
     # Held-out probe clips for the tokenizer's per-epoch drift figures (the same eval split
     # the evaluator scores; run_variant does not hand its eval set to the builder).
     _, eval_set, _ = build_datasets(study.data, train_clips=study.train.train_clips,
