@@ -7,13 +7,17 @@ Design choices:
 - The default kernel is ``torch.nn.functional.scaled_dot_product_attention`` (SDPA): on CPU
   and GPU it picks a fused kernel that never materialises the N x N score matrix, which is
   what lets the predictor attend over 25,600 latent tokens at all.
-- flash-attn's ``flash_attn_func`` is used when the package is importable and the tensors are
-  fp16/bf16 on CUDA, the only case it supports. It is an optional extra (``orch[cuda]``), so
-  it is imported lazily, and only when a CUDA half-precision call makes it relevant.
+- flash-attn's ``flash_attn_func`` runs where its constraints hold: the package importable,
+  CUDA tensors on an Ampere or newer GPU (flash-attn 2), fp16/bf16, a head dim that is a
+  multiple of 8 up to 256. It is an optional extra (``orch[cuda]``), imported lazily, and
+  only when a call could use it.
 - The choice is a small pure function, ``select_attention_backend``, so every combination is
   tested on a CPU-only machine. ``ORCH_ATTENTION=sdpa|flash_attn|naive`` forces a kernel
-  (``auto`` or unset: choose); forcing one that cannot run is a ConfigError, never a silent
-  fallback, because a benchmark that silently ran another kernel would lie.
+  (``auto`` or unset: flash-attn where it fits, SDPA elsewhere). ``flash_attn`` is a
+  preference, not a guarantee: the same run trains under autocast (bf16, flash-attn fits) and
+  evaluates in fp32 outside it (it does not), so a call it cannot serve runs on SDPA, and the
+  reason is said once per reason on stderr (a RuntimeWarning), never silently. An unknown
+  kernel name is a ConfigError.
 - ``naive_attention`` materialises softmax(QK^T / sqrt(d)) V. It is the reference for tests
   and the baseline of ``benchmarks/attention.py``; its memory grows as heads * N^2.
 """
@@ -23,8 +27,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +40,8 @@ Backend = Literal["sdpa", "flash_attn", "naive"]
 BACKENDS: tuple[Backend, ...] = ("sdpa", "flash_attn", "naive")
 ENV_VAR = "ORCH_ATTENTION"
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
+FLASH_MAX_HEAD_DIM = 256
+FLASH_MIN_CAPABILITY = (8, 0)  # flash-attn 2: Ampere (sm80) or newer
 
 
 @functools.cache
@@ -53,32 +60,77 @@ def flash_attn_available() -> bool:
     return _flash_attn_func() is not None
 
 
+@functools.cache
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
+
+
+class AttentionChoice(NamedTuple):
+    backend: Backend
+    fallback: str | None = None  # why a requested flash-attn runs on SDPA instead
+
+
+def flash_attn_unfit(
+    device_type: str,
+    dtype: torch.dtype,
+    head_dim: int,
+    flash_available: bool,
+    capability: tuple[int, int] | None = None,
+) -> str | None:
+    """Why flash-attn cannot run on these tensors (one clause), or None if it can.
+    ``capability`` is the CUDA device's compute capability (None: not checked)."""
+    if not flash_available:
+        return "the flash-attn package is not installed (pip install 'orch[cuda]')"
+    if device_type != "cuda":
+        return f"the tensors are on {device_type}, and flash-attn runs on CUDA only"
+    if capability is not None and capability < FLASH_MIN_CAPABILITY:
+        major, minor = capability
+        return f"the GPU has compute capability {major}.{minor}; flash-attn 2 needs 8.0 or newer"
+    if dtype not in FLASH_DTYPES:
+        return (f"the tensors are {str(dtype).removeprefix('torch.')}, and flash-attn takes "
+                "fp16/bf16 only (evaluation runs outside autocast, in fp32)")
+    if head_dim % 8 or not 0 < head_dim <= FLASH_MAX_HEAD_DIM:
+        return (f"the head dim is {head_dim}; flash-attn takes multiples of 8 up to "
+                f"{FLASH_MAX_HEAD_DIM}")
+    return None
+
+
 def select_attention_backend(
     device_type: str,
     dtype: torch.dtype,
     flash_available: bool,
     *,
+    head_dim: int,
+    capability: tuple[int, int] | None = None,
     requested: str | None = None,
-) -> Backend:
-    """The kernel for tensors of ``dtype`` on ``device_type``.
+) -> AttentionChoice:
+    """The kernel for (B, heads, N, ``head_dim``) tensors of ``dtype`` on ``device_type``.
 
     ``requested`` is the user's override (``ORCH_ATTENTION``); None, "" or "auto" lets the
-    function choose: flash-attn where it can run, SDPA everywhere else.
+    function choose: flash-attn where it can run, SDPA everywhere else. "flash_attn" where it
+    cannot run gives SDPA with the reason in ``fallback``.
     """
-    flash_fits = flash_available and device_type == "cuda" and dtype in FLASH_DTYPES
-    if requested in (None, "", "auto"):
-        return "flash_attn" if flash_fits else "sdpa"
-    if requested not in BACKENDS:
+    if requested not in (None, "", "auto", *BACKENDS):
         raise ConfigError(
             f"{ENV_VAR}={requested!r} is not a kernel: use one of auto, {', '.join(BACKENDS)}"
         )
-    if requested == "flash_attn" and not flash_fits:
-        if not flash_available:
-            why = "the flash-attn package is not installed (pip install 'orch[cuda]')"
-        else:
-            why = f"it needs fp16/bf16 tensors on CUDA, got {dtype} on {device_type}"
-        raise ConfigError(f"{ENV_VAR}=flash_attn cannot run: {why}; or unset {ENV_VAR}")
-    return requested  # type: ignore[return-value]
+    unfit = flash_attn_unfit(device_type, dtype, head_dim, flash_available, capability)
+    if requested in (None, "", "auto"):
+        return AttentionChoice("sdpa" if unfit else "flash_attn")
+    if requested == "flash_attn" and unfit:
+        return AttentionChoice("sdpa", fallback=unfit)
+    return AttentionChoice(requested)  # type: ignore[arg-type]
+
+
+_reported: set[str] = set()
+
+
+def _report_fallback(reason: str) -> None:
+    """Say once per reason why the requested flash-attn is not used."""
+    if reason not in _reported:
+        _reported.add(reason)
+        warnings.warn(f"{ENV_VAR}=flash_attn: using SDPA for these calls because {reason}",
+                      RuntimeWarning, stacklevel=3)
 
 
 def naive_attention(
@@ -108,14 +160,20 @@ def attention(
     ``dropout_p`` is applied to the attention weights; pass 0.0 at evaluation time.
     """
     assert q.dim() == k.dim() == v.dim() == 4, "attention wants (B, heads, N, head_dim)"
-    # Only a CUDA half-precision call can use flash-attn, so only then is the import tried.
-    could_flash = q.device.type == "cuda" and q.dtype in FLASH_DTYPES
-    backend = select_attention_backend(
+    requested = os.environ.get(ENV_VAR)
+    cuda = q.device.type == "cuda"
+    # The import is tried only when flash-attn could serve the call or is asked for by name.
+    could_flash = requested == "flash_attn" or (cuda and q.dtype in FLASH_DTYPES)
+    backend, fallback = select_attention_backend(
         q.device.type,
         q.dtype,
         could_flash and flash_attn_available(),
-        requested=os.environ.get(ENV_VAR),
+        head_dim=q.shape[-1],
+        capability=_capability(q.device) if cuda else None,
+        requested=requested,
     )
+    if fallback is not None:
+        _report_fallback(fallback)
     if backend == "naive":
         return naive_attention(q, k, v, causal=causal, dropout_p=dropout_p)
     if backend == "flash_attn":

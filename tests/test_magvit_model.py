@@ -12,7 +12,7 @@ from torch import nn
 
 from shared.errors import ConfigError, DataError
 from shared.magvit import TOKENIZER_CONFIGS, MagvitConfig, MagvitTokenizer, tokenizer_config
-from shared.magvit.model import AdaptiveGroupNorm, CausalConv3d, Upsampler
+from shared.magvit.model import AdaptiveGroupNorm, CausalConv3d, ResBlock, Upsampler
 
 
 def micro(seed: int = 0) -> MagvitTokenizer:
@@ -112,6 +112,64 @@ def test_training_forward_gives_losses_and_gradients_everywhere() -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+
+@pytest.fixture()
+def block_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one at every ResBlock forward, recomputations included (module
+    hooks do not fire while a checkpoint recomputes, so the method itself is wrapped)."""
+    calls: list[int] = []
+    forward = ResBlock.forward
+
+    def counted(self: ResBlock, x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return forward(self, x)
+
+    monkeypatch.setattr(ResBlock, "forward", counted)
+    return calls
+
+
+def test_activation_checkpointing_keeps_outputs_and_gradients_and_recomputes(
+    block_calls: list[int],
+) -> None:
+    video = clip(9)
+    results = []
+    for enabled in (False, True):
+        model = micro(0).train().set_activation_checkpointing(enabled)
+        assert model.checkpoints_activations == enabled
+        block_calls.clear()
+        out = model(video)
+        forward_calls = len(block_calls)
+        loss = (out.reconstruction.abs().mean() + out.entropy_loss + out.commitment_loss
+                + out.latent.square().mean())
+        loss.backward()
+        # Each ResBlock runs once forward, and once more in backward only when checkpointed.
+        assert len(block_calls) == forward_calls * (2 if enabled else 1)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results.append((out.reconstruction.detach(), out.latent.detach(), loss.detach(), grads))
+    (rec, latent, loss, grads), (rec_ckpt, latent_ckpt, loss_ckpt, grads_ckpt) = results
+    torch.testing.assert_close(rec_ckpt, rec, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(latent_ckpt, latent, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(loss_ckpt, loss, rtol=1e-6, atol=1e-7)
+    assert grads_ckpt.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_activation_checkpointing_is_off_without_grad_or_in_eval(
+    block_calls: list[int],
+) -> None:
+    model = micro(0).set_activation_checkpointing(True)
+    video = clip(5)
+    for mode, grad in ((True, False), (False, True)):
+        block_calls.clear()
+        model.train(mode)
+        with torch.set_grad_enabled(grad):
+            out = model(video)
+        if grad:
+            out.reconstruction.mean().backward()
+        config = model.config
+        assert len(block_calls) == 2 * (config.num_levels + 1) * config.num_res_blocks
+    assert not micro(0).checkpoints_activations  # off by default
 # ------------------------------------------------------------------------- building blocks
 
 

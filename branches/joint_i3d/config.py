@@ -20,7 +20,13 @@ Defaults and why:
 - ``recon_clips``: the reconstruction terms on part of each batch (tiny: 4 of 16), see
   model.py; the tiny preset also trains on fewer clips for fewer epochs (its comment says why).
 - I3D frozen by default: a trainable backbone with batch-statistics BatchNorm on batches of
-  8-32 small clips is noisy, and it adds 12.7 M trainable weights at full width.
+  8-32 small clips is noisy, and it adds 12.7 M trainable weights at full width. (Trainable,
+  its BatchNorm statistics would also be those of each micro-batch under --micro-batch.)
+- ``checkpoint_tokenizer`` on at ``full``: a training step of the official tokenizer stores
+  ~13 GB of fp32 activations per 17 x 128 x 128 clip, so batches of 16 fit no GPU even in
+  micro-batches of a few clips; recomputing its blocks in backward (same numbers, about one
+  more forward pass) cuts the peak of a one-clip step from 15.2 to 6.0 GiB on a CPU, weights
+  and gradients (2.8 GiB) included (shared/magvit/model.py).
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class JointI3DConfig:
     motion_lr_scale: float = 0.1  # only used when motion.trainable
     recon_clips: int | None = None  # clips per batch in the reconstruction terms; None: all
     probe_clips: int = 16  # held-out clips on which the tokenizer's drift is measured per epoch
+    checkpoint_tokenizer: bool = False  # recompute the tokenizer's blocks in backward (memory)
 
     def __post_init__(self) -> None:
         for name in ("tokenizer_lr_scale", "motion_lr_scale"):
@@ -92,6 +99,8 @@ def joint_i3d_config(preset: str) -> JointI3DConfig:
     study = study_preset(preset)
     config = JointI3DConfig(study=study, motion=MotionConfig(i3d=_MOTION_PRESETS[preset]),
                             probe_clips=min(16, study.train.eval_clips))
+    if preset == "full":
+        config = replace(config, checkpoint_tokenizer=True)
     if preset == "tiny":
         # A clip costs ~3x the baseline's (the tokenizer's forward and backward, no latent
         # cache): one pass over fewer clips keeps `orch run` of the three variants within 15
