@@ -90,7 +90,7 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
                         help="clips per forward/backward pass; must divide the preset's batch, "
                         "which stays the effective batch (default: the whole batch)")
     parser.add_argument("--rehearse", action="store_true",
-                        help="two micro-steps at the preset's true shapes, then rehearsal.json "
+                        help="one micro-step at the preset's true shapes, then rehearsal.json "
                         "with the peak memory and the cost of a step")
     ns = parser.parse_args(argv)
     if ns.seed < 0:

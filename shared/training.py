@@ -10,8 +10,8 @@ A batch of ``batch_size`` clips may go through the model in micro-batches of ``m
 clips: each micro-batch's loss is weighted by its share of the batch's clips before its
 backward, so the gradients add up to the batch's and one optimizer step follows; a loss that
 is a mean over clips gives the same training to float rounding, at the memory of a
-micro-batch. A rehearsal (``RunSpec.rehearse``) runs two micro-steps at the true shapes, each
-followed by an optimizer step, and writes what they cost to ``rehearsal.json``.
+micro-batch. A rehearsal (``RunSpec.rehearse``) runs one micro-step at the true shapes, with
+the optimizer's state allocated before it, and writes what it costs to ``rehearsal.json``.
 
 Determinism: the order of the training clips in epoch ``e`` comes from a generator seeded
 with ``(seed, e)``, and the global RNG states are saved with each checkpoint, so a run that
@@ -92,10 +92,10 @@ class TrainConfig:
         return [n for n in range(1, self.batch_size + 1) if self.batch_size % n == 0]
 
     def rehearsal(self) -> TrainConfig:
-        """This config cut to a rehearsal's length: one epoch of two micro-batches, two
+        """This config cut to a rehearsal's length: one epoch of one micro-batch, two
         held-out clips, at most two strip clips. Shapes, model and micro-batch stay as they
         are, so the memory and the cost of a step are the real run's."""
-        return replace(self, epochs=1, train_clips=min(self.train_clips, 2 * self.micro_batch_size),
+        return replace(self, epochs=1, train_clips=min(self.train_clips, self.micro_batch_size),
                        eval_clips=min(self.eval_clips, 2), strip_clips=min(self.strip_clips, 2))
 
 
@@ -237,6 +237,10 @@ def _train(
     steps_per_epoch = math.ceil(config.train_clips / step_clips)
     total_steps = steps_per_epoch * config.epochs
     optimizer = _Optimizer.for_experiment(experiment, config, precision, total_steps=total_steps)
+    if run.rehearse:
+        # The first step's backward then already holds what every later one holds (the
+        # AdamW moments), so one micro-step shows the real peak.
+        optimizer.allocate_state()
     checkpoint_path = run.output_dir / LAST_CHECKPOINT
     start_epoch, history, train_seconds = _resume(  # a rehearsal measures from scratch
         checkpoint_path, experiment, optimizer, resume=run.resume and not run.rehearse)
@@ -312,6 +316,24 @@ class _Optimizer:
         optimizer.zero_grad(set_to_none=True)  # the first step adds to no stale gradient
         return cls(optimizer, schedule, scaler, parameters, config.grad_clip)
 
+    def allocate_state(self) -> None:
+        """Create AdamW's per-parameter state now, as its first step would: the same updates
+        follow, and memory holds it from the first backward on."""
+        self.allocate_moments(self.optimizer)
+
+    @staticmethod
+    def allocate_moments(optimizer: torch.optim.AdamW) -> None:
+        """Zero moments and step 0 for every parameter that has no state yet (what AdamW's
+        first step creates)."""
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.requires_grad and not optimizer.state[p]:
+                    optimizer.state[p] = {
+                        "step": torch.tensor(0.0),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+
     @property
     def lr(self) -> float:
         """The rate of the first group (the variant's main one) at this step."""
@@ -369,8 +391,8 @@ class _Meter:
 
 
 class _RehearsalMeter(_Meter):
-    """A rehearsal's figures: the FLOPs of the first micro-step's forward and backward, and
-    the wall time of the second micro-step with its optimizer step (the first warms up)."""
+    """A rehearsal's figures: the FLOPs of its micro-step's forward and backward, and the
+    wall time of that micro-step with its optimizer step."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -386,7 +408,7 @@ class _RehearsalMeter(_Meter):
         yield
         self._synchronize()  # CUDA kernels run asynchronously: wait for this step's
         self._steps += 1
-        if self._steps == 2:
+        if self._steps == 1:
             self.step_seconds = time.perf_counter() - started
 
     def forward_backward(self) -> contextlib.AbstractContextManager[Any]:

@@ -1,4 +1,4 @@
-"""--rehearse: two micro-steps at the preset's true shapes, measured into rehearsal.json, for
+"""--rehearse: one micro-step at the preset's true shapes, measured into rehearsal.json, for
 every variant's train entry point (micro preset)."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _rehearse(variant, output, checkpoints, *extra):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_rehearsal_runs_two_micro_steps_and_writes_what_they_cost(
+def test_rehearsal_runs_one_micro_step_and_writes_what_it_costs(
         tmp_path, checkpoints, monkeypatch, variant):
     _, experiment_class, _ = VARIANTS[variant]
     micro_clips: list[int] = []
@@ -70,7 +70,7 @@ def test_rehearsal_runs_two_micro_steps_and_writes_what_they_cost(
     output = tmp_path / "run"
     results = _rehearse(variant, output, checkpoints, "--micro-batch", "2")
 
-    assert micro_clips == [2, 2]  # two micro-steps of the micro-batch asked for, no more
+    assert micro_clips == [2]  # one micro-step of the micro-batch asked for, no more
     rehearsal = json.loads((output / "rehearsal.json").read_text())
     assert set(rehearsal) == FIELDS
     assert (rehearsal["micro_batch"], rehearsal["batch_size"], rehearsal["accumulation"]) == \
@@ -81,16 +81,16 @@ def test_rehearsal_runs_two_micro_steps_and_writes_what_they_cost(
     assert rehearsal["flops_per_micro_batch"] > 0 and rehearsal["step_seconds"] > 0
     assert rehearsal["parameters"] == results["parameters"]
 
-    # Everything a run writes, cut short: one epoch, 4 training clips, 2 held-out clips.
+    # Everything a run writes, cut short: one epoch, 2 training clips, 2 held-out clips.
     on_disk = json.loads((output / "results.json").read_text())
     assert on_disk["status"] == "success" and on_disk["config"]["rehearsal"] is True
     train = on_disk["config"]["train"]
-    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 4, 2)
+    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 2, 2)
     assert (train["micro_batch"], train["accumulation"]) == (2, 4)
     assert len(on_disk["history"]) == 1 and (output / "checkpoints" / "last.pt").is_file()
     events = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()]
     start = events[0]
-    assert (start["rehearsal"], start["total_steps"], start["micro_batch"]) == (True, 2, 2)
+    assert (start["rehearsal"], start["total_steps"], start["micro_batch"]) == (True, 1, 2)
     assert events[-1]["event"] == "end"
     if variant == "joint-i3d":
         assert on_disk["config"]["probe_clips"] == 2
@@ -117,3 +117,24 @@ def test_a_rehearsal_starts_fresh_even_with_resume(tmp_path, checkpoints, capsys
               if '"start"' in line]
     assert starts[-1]["resumed_from_epoch"] == 0
     assert json.loads((output / "rehearsal.json").read_text())["step_seconds"] > 0
+
+
+def test_optimizer_state_allocated_up_front_gives_the_same_steps():
+    """A rehearsal allocates AdamW's moments before its one step, so that step's backward holds
+    them; the updates are those of the lazily allocated state."""
+    from shared.training import _Optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=0.1, betas=(0.9, 0.95)) for m in models]
+    _Optimizer.allocate_moments(optimizers[1])
+    assert all(optimizers[1].state[p]["exp_avg"].shape == p.shape for p in models[1].parameters())
+    x = torch.randn(5, 4)
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            model(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
