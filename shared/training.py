@@ -21,7 +21,6 @@ not (on the CPU, where kernels are deterministic).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -35,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from orchestrator.formats import RESULTS_SCHEMA, write_json_atomic
 from shared import runtime
@@ -44,9 +42,9 @@ from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, 
 from shared.evaluation import Evaluator
 from shared.events import EventLog
 from shared.experiment import Experiment
+from shared.rehearsal import REHEARSAL_FILE, RehearsalMeter, StepMeter, write_rehearsal
 
 LAST_CHECKPOINT = "checkpoints/last.pt"
-REHEARSAL_FILE = "rehearsal.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,10 +250,10 @@ def _train(
              rehearsal=run.rehearse)
     experiment.prepare(log)
 
-    meter = _RehearsalMeter(device) if run.rehearse else None
+    meter = RehearsalMeter(device) if run.rehearse else None
     loop = _EpochLoop(config=config, seed=run.seed, total_steps=total_steps, device=device,
                       precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch,
-                      step_clips=step_clips, meter=meter or _Meter())
+                      step_clips=step_clips, meter=meter or StepMeter())
     model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
@@ -272,7 +270,7 @@ def _train(
         train_seconds=train_seconds, wall_start=wall_start,
     )
     if meter is not None:
-        _write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
+        write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
                          device=device, precision=precision)
     log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
     return results
@@ -380,52 +378,6 @@ def _resume(
     return 1, [], 0.0
 
 
-class _Meter:
-    """What the loop measures of its steps: nothing, outside a rehearsal."""
-
-    def step(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
-
-    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
-
-
-class _RehearsalMeter(_Meter):
-    """A rehearsal's figures: the FLOPs of its micro-step's forward and backward, and the
-    wall time of that micro-step with its optimizer step."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.flops: int | None = None
-        self.step_seconds: float | None = None
-        self._steps = 0
-        self._passes = 0
-
-    @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        self._synchronize()
-        started = time.perf_counter()
-        yield
-        self._synchronize()  # CUDA kernels run asynchronously: wait for this step's
-        self._steps += 1
-        if self._steps == 1:
-            self.step_seconds = time.perf_counter() - started
-
-    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
-        self._passes += 1
-        return self._count_flops() if self._passes == 1 else contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def _count_flops(self) -> Iterator[None]:
-        with FlopCounterMode(display=False) as counter:
-            yield
-        self.flops = int(counter.get_total_flops())
-
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
 @dataclass
 class _EpochLoop:
     """Runs the training epochs: the step count carries over from one epoch to the next."""
@@ -438,7 +390,7 @@ class _EpochLoop:
     log: EventLog
     step: int  # optimizer steps done so far, over all epochs
     step_clips: int  # clips per optimizer step: the batch (a rehearsal: one micro-batch)
-    meter: _Meter = field(default_factory=_Meter)
+    meter: StepMeter = field(default_factory=StepMeter)
     thread_budget: runtime.ThreadBudget = field(default_factory=runtime.ThreadBudget)
     micro_steps: int = 0  # forward and backward passes made by this process
 
@@ -603,31 +555,6 @@ def _write_results(
     }
     write_json_atomic(run.output_dir / "results.json", results)
     return results
-
-
-def _write_rehearsal(
-    path: Path,
-    experiment: Experiment,
-    meter: _RehearsalMeter,
-    *,
-    config: TrainConfig,
-    device: torch.device,
-    precision: runtime.Precision,
-) -> None:
-    """What a plan needs of this job (requirements.md, section 3): its peak memory over the
-    whole run so far (latent cache, steps, evaluation), the cost of a micro-step and the
-    accumulation the real run would do."""
-    write_json_atomic(path, {
-        "micro_batch": config.micro_batch_size,
-        "batch_size": config.batch_size,
-        "accumulation": config.accumulation,
-        "device": str(device),
-        "precision": precision.name,
-        **runtime.peak_memory(device),
-        "flops_per_micro_batch": meter.flops,
-        "step_seconds": meter.step_seconds,
-        "parameters": experiment.parameter_counts(),
-    })
 
 
 def split_batch(batch: dict[str, Any], clips: int, micro_batch: int

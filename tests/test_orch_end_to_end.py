@@ -49,3 +49,40 @@ def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> Non
     for job in jobs:
         results = json.loads((Path(job["output_dir"]) / "results.json").read_text())
         assert results["status"] == "success" and results["preset"] == "micro"
+
+
+@pytest.mark.slow
+def test_rehearsal_plans_the_real_study_and_a_run_retries_out_of_memory(tmp_path: Path) -> None:
+    """`orch run --preset micro --rehearse` measures every variant at micro-batches 1 and 2
+    through the real train entry points; then a training that runs out of memory (injected
+    through the train contract's hook) goes again at half the micro-batch and finishes."""
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("the project is not a git checkout with a commit")
+    clone = tmp_path / "study"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", "-B", "main"], check=True)
+    env = {**os.environ, "ORCH_HOME": str(tmp_path / "state"),
+           "ORCH_CACHE_DIR": str(tmp_path / "cache"), "ORCH_GPUS": "", "HF_HUB_OFFLINE": "1"}
+
+    def orch(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
+                              cwd=clone, env={**env, **extra}, capture_output=True, text=True,
+                              timeout=600)
+
+    rehearsed = orch("run", "--preset", "micro", "--rehearse", "--plan-gpus", "0:81920")
+    assert rehearsed.returncode == 0, rehearsed.stdout[-3000:] + rehearsed.stderr[-3000:]
+    assert "plan for micro" in rehearsed.stdout
+    plan = json.loads((tmp_path / "state" / "plans" / "micro-cpu.json").read_text())
+    assert {j["variant"] for j in plan["jobs"]} == {"baseline", "joint-i3d", "slowfast-frozen"}
+    assert plan["memory_source"] == "process_peak_rss" and plan["measured_on"] == "cpu"
+    for job in plan["jobs"]:
+        assert job["fits"] and job["per_clip_mb"] >= 0 and job["flops_per_step"] > 0
+
+    trained = orch("train", "baseline", "--preset", "micro", "--json", "--plain",
+                   SHARED_INJECT_OOM_ABOVE="4")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    (job,) = json.loads(trained.stdout)["jobs"]
+    assert job["retries"] == ["out of memory at micro-batch 8; retried at 4"]
+    results = json.loads((Path(job["output_dir"]) / "results.json").read_text())
+    assert results["config"]["train"]["micro_batch"] == 4

@@ -1,0 +1,93 @@
+"""What a rehearsal measures of its training step, and ``rehearsal.json`` (requirements.md,
+section 3): the peak memory, the FLOPs of a micro-step and its time."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from orchestrator.formats import write_json_atomic
+from shared import runtime
+from shared.experiment import Experiment
+
+if TYPE_CHECKING:
+    from shared.training import TrainConfig
+
+REHEARSAL_FILE = "rehearsal.json"
+
+
+class StepMeter:
+    """What the loop measures of its steps: nothing, outside a rehearsal."""
+
+    def step(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+
+class RehearsalMeter(StepMeter):
+    """A rehearsal's figures: the FLOPs of its micro-step's forward and backward, and the
+    wall time of that micro-step with its optimizer step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.flops: int | None = None
+        self.step_seconds: float | None = None
+        self._steps = 0
+        self._passes = 0
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        self._synchronize()
+        started = time.perf_counter()
+        yield
+        self._synchronize()  # CUDA kernels run asynchronously: wait for this step's
+        self._steps += 1
+        if self._steps == 1:
+            self.step_seconds = time.perf_counter() - started
+
+    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
+        self._passes += 1
+        return self._count_flops() if self._passes == 1 else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _count_flops(self) -> Iterator[None]:
+        with FlopCounterMode(display=False) as counter:
+            yield
+        self.flops = int(counter.get_total_flops())
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def write_rehearsal(
+    path: Path,
+    experiment: Experiment,
+    meter: RehearsalMeter,
+    *,
+    config: TrainConfig,
+    device: torch.device,
+    precision: runtime.Precision,
+) -> None:
+    """What a plan needs of this job (requirements.md, section 3): its peak memory over the
+    whole run so far (latent cache, steps, evaluation), the cost of a micro-step and the
+    accumulation the real run would do."""
+    write_json_atomic(path, {
+        "micro_batch": config.micro_batch_size,
+        "batch_size": config.batch_size,
+        "accumulation": config.accumulation,
+        "device": str(device),
+        "precision": precision.name,
+        **runtime.peak_memory(device),
+        "flops_per_micro_batch": meter.flops,
+        "step_seconds": meter.step_seconds,
+        "parameters": experiment.parameter_counts(),
+    })
