@@ -42,6 +42,8 @@ class Evaluator:
         self.context_frames = context_frames
         self.batch_size = batch_size
         self.strip_clips = strip_clips
+        # The strip clips' predictions at the last evaluate_model: the last weights scored.
+        self._strip_predictions: torch.Tensor | None = None
 
     def _batches(self, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(context, future) pairs, (B, 3, Tc, H, W) and (B, 3, Tf, H, W), in dataset order."""
@@ -61,8 +63,21 @@ class Evaluator:
         return accumulator.result()
 
     def evaluate_model(self, experiment: Experiment) -> dict[str, Any]:
-        """The model's row: averaged metrics and their ``per_frame`` lists."""
-        return self.score(_model_predictor(experiment), experiment.device)
+        """The model's row: averaged metrics and their ``per_frame`` lists. The predictions of
+        the strip's clips are kept for ``save_strip`` (the same weights, not predicted twice)."""
+        predict = _model_predictor(experiment)
+        kept: list[torch.Tensor] = []
+
+        def predict_and_keep(context: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+            prediction = predict(context, future)
+            wanted = self.strip_clips - sum(p.shape[0] for p in kept)
+            if wanted > 0:
+                kept.append(prediction[:wanted].detach().cpu())
+            return prediction
+
+        row = self.score(predict_and_keep, experiment.device)
+        self._strip_predictions = torch.cat(kept) if kept else None
+        return row
 
     def evaluate_all(
         self, experiment: Experiment, *, model_row: dict[str, Any] | None = None
@@ -86,7 +101,9 @@ class Evaluator:
         count = min(self.strip_clips, len(self.dataset))  # type: ignore[arg-type]
         clips = stack_videos(self.dataset, range(count)).to(experiment.device)
         context, future = clips[:, :, : self.context_frames], clips[:, :, self.context_frames :]
-        predicted = _model_predictor(experiment)(context, future)
+        kept = self._strip_predictions
+        predicted = (kept.to(future.device) if kept is not None and kept.shape[0] == count
+                     else _model_predictor(experiment)(context, future))
         rows = []
         blank = torch.full_like(future[:, :, :1], 1.0)  # white spacer frame
         for b in range(clips.shape[0]):

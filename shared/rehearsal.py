@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from shared.training import TrainConfig
 
 REHEARSAL_FILE = "rehearsal.json"
+# Held-out clips in a rehearsal: at full one clip's evaluation (its prediction decoded per
+# draw, the oracle's round trip) costs minutes on a CPU.
+REHEARSAL_EVAL_CLIPS = 1
 
 
 class StepMeter:

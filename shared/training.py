@@ -42,7 +42,13 @@ from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, 
 from shared.evaluation import Evaluator
 from shared.events import EventLog
 from shared.experiment import Experiment
-from shared.rehearsal import REHEARSAL_FILE, RehearsalMeter, StepMeter, write_rehearsal
+from shared.rehearsal import (
+    REHEARSAL_EVAL_CLIPS,
+    REHEARSAL_FILE,
+    RehearsalMeter,
+    StepMeter,
+    write_rehearsal,
+)
 
 LAST_CHECKPOINT = "checkpoints/last.pt"
 
@@ -90,11 +96,12 @@ class TrainConfig:
         return [n for n in range(1, self.batch_size + 1) if self.batch_size % n == 0]
 
     def rehearsal(self) -> TrainConfig:
-        """This config cut to a rehearsal's length: one epoch of one micro-batch, two
-        held-out clips, at most two strip clips. Shapes, model and micro-batch stay as they
+        """This config cut to a rehearsal's length: one epoch of one micro-batch, one
+        held-out clip (also the strip's). Shapes, model and micro-batch stay as they
         are, so the memory and the cost of a step are the real run's."""
         return replace(self, epochs=1, train_clips=min(self.train_clips, self.micro_batch_size),
-                       eval_clips=min(self.eval_clips, 2), strip_clips=min(self.strip_clips, 2))
+                       eval_clips=min(self.eval_clips, REHEARSAL_EVAL_CLIPS),
+                       strip_clips=min(self.strip_clips, REHEARSAL_EVAL_CLIPS))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -81,11 +81,11 @@ def test_rehearsal_runs_one_micro_step_and_writes_what_it_costs(
     assert rehearsal["flops_per_micro_batch"] > 0 and rehearsal["step_seconds"] > 0
     assert rehearsal["parameters"] == results["parameters"]
 
-    # Everything a run writes, cut short: one epoch, 2 training clips, 2 held-out clips.
+    # Everything a run writes, cut short: one epoch, 2 training clips, 1 held-out clip.
     on_disk = json.loads((output / "results.json").read_text())
     assert on_disk["status"] == "success" and on_disk["config"]["rehearsal"] is True
     train = on_disk["config"]["train"]
-    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 2, 2)
+    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 2, 1)
     assert (train["micro_batch"], train["accumulation"]) == (2, 4)
     assert len(on_disk["history"]) == 1 and (output / "checkpoints" / "last.pt").is_file()
     events = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()]
@@ -93,7 +93,7 @@ def test_rehearsal_runs_one_micro_step_and_writes_what_it_costs(
     assert (start["rehearsal"], start["total_steps"], start["micro_batch"]) == (True, 1, 2)
     assert events[-1]["event"] == "end"
     if variant == "joint-i3d":
-        assert on_disk["config"]["probe_clips"] == 2
+        assert on_disk["config"]["probe_clips"] == 1
 
 
 def test_rehearsal_flops_are_per_micro_batch(tmp_path, checkpoints):
