@@ -31,20 +31,22 @@ class StepMeter:
     def step(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
-    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
+    def keep(self, micro_batch: dict[str, Any]) -> None:
+        """Offered every micro-batch the loop trains on."""
 
 
 class RehearsalMeter(StepMeter):
-    """A rehearsal's figures: the FLOPs of its micro-step's forward and backward, and the
-    wall time of that micro-step with its optimizer step."""
+    """A rehearsal's figures: the wall time of its micro-step with its optimizer step, and
+    the FLOPs of that micro-step's forward and backward, counted in a pass of their own
+    after everything else (the counter keeps what activation checkpointing frees, so it
+    would inflate the peak memory measured)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.flops: int | None = None
         self.step_seconds: float | None = None
+        self.micro_batch: dict[str, Any] | None = None
         self._steps = 0
-        self._passes = 0
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
@@ -56,14 +58,21 @@ class RehearsalMeter(StepMeter):
         if self._steps == 1:
             self.step_seconds = time.perf_counter() - started
 
-    def forward_backward(self) -> contextlib.AbstractContextManager[Any]:
-        self._passes += 1
-        return self._count_flops() if self._passes == 1 else contextlib.nullcontext()
+    def keep(self, micro_batch: dict[str, Any]) -> None:
+        if self.micro_batch is None:
+            self.micro_batch = micro_batch
 
-    @contextlib.contextmanager
-    def _count_flops(self) -> Iterator[None]:
+    def count_flops(self, experiment: Experiment, precision: runtime.Precision) -> None:
+        """The FLOPs of a forward and backward of the kept micro-batch; the gradients are
+        dropped and no weight changes."""
+        if self.micro_batch is None:
+            return
+        experiment.trainable.train()
         with FlopCounterMode(display=False) as counter:
-            yield
+            with precision.autocast():
+                loss, _ = experiment.loss(self.micro_batch)
+            loss.backward()
+        experiment.trainable.zero_grad(set_to_none=True)
         self.flops = int(counter.get_total_flops())
 
     def _synchronize(self) -> None:
@@ -79,6 +88,7 @@ def write_rehearsal(
     config: TrainConfig,
     device: torch.device,
     precision: runtime.Precision,
+    memory: dict[str, Any],
 ) -> None:
     """What a plan needs of this job (requirements.md, section 3): its peak memory over the
     whole run so far (latent cache, steps, evaluation), the cost of a micro-step and the
@@ -89,7 +99,7 @@ def write_rehearsal(
         "accumulation": config.accumulation,
         "device": str(device),
         "precision": precision.name,
-        **runtime.peak_memory(device),
+        **memory,
         "flops_per_micro_batch": meter.flops,
         "step_seconds": meter.step_seconds,
         "parameters": experiment.parameter_counts(),

@@ -277,8 +277,10 @@ def _train(
         train_seconds=train_seconds, wall_start=wall_start,
     )
     if meter is not None:
+        memory = runtime.peak_memory(device)  # before the FLOP count's pass adds to it
+        meter.count_flops(experiment, precision)
         write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
-                         device=device, precision=precision)
+                        device=device, precision=precision, memory=memory)
     log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
     return results
 
@@ -445,13 +447,13 @@ class _EpochLoop:
         """The loss of one micro-batch, its gradients (times ``weight``) added to the step's."""
         if self.micro_steps == 0:
             runtime.inject_oom(self.config.micro_batch_size)  # a test's fault, if asked for
-        with self.meter.forward_backward():
-            with self.precision.autocast():
-                loss, logs = experiment.loss(micro_batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {self.step + 1}: "
-                                         "lower the learning rate or check the data")
-            optimizer.backward(loss * weight)
+        self.meter.keep(micro_batch)
+        with self.precision.autocast():
+            loss, logs = experiment.loss(micro_batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step + 1}: "
+                                     "lower the learning rate or check the data")
+        optimizer.backward(loss * weight)
         self.micro_steps += 1
         return loss.item(), logs
 
