@@ -63,16 +63,18 @@ class RehearsalMeter(StepMeter):
             self.micro_batch = micro_batch
 
     def count_flops(self, experiment: Experiment, precision: runtime.Precision) -> None:
-        """The FLOPs of a forward and backward of the kept micro-batch; the gradients are
-        dropped and no weight changes."""
+        """The FLOPs of a forward and backward of the kept micro-batch, one clip at a time
+        (what the counter holds on to then stays one clip's); the gradients are dropped and no
+        weight changes."""
         if self.micro_batch is None:
             return
         experiment.trainable.train()
         with FlopCounterMode(display=False) as counter:
-            with precision.autocast():
-                loss, _ = experiment.loss(self.micro_batch)
-            loss.backward()
-        experiment.trainable.zero_grad(set_to_none=True)
+            for clip in _one_clip_pieces(self.micro_batch):
+                with precision.autocast():
+                    loss, _ = experiment.loss(clip)
+                loss.backward()
+                experiment.trainable.zero_grad(set_to_none=True)
         self.flops = int(counter.get_total_flops())
 
     def _synchronize(self) -> None:
@@ -104,3 +106,12 @@ def write_rehearsal(
         "step_seconds": meter.step_seconds,
         "parameters": experiment.parameter_counts(),
     })
+
+
+def _one_clip_pieces(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The batch clip by clip: whatever has the clips as first dim is cut, the rest shared."""
+    clips = next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.dim())
+    per_clip = {key for key, value in batch.items()
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == clips}
+    for i in range(clips):
+        yield {key: value[i:i + 1] if key in per_clip else value for key, value in batch.items()}

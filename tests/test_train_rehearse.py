@@ -70,8 +70,8 @@ def test_rehearsal_runs_one_micro_step_and_writes_what_it_costs(
     output = tmp_path / "run"
     results = _rehearse(variant, output, checkpoints, "--micro-batch", "2")
 
-    # One micro-step of the micro-batch asked for, then the FLOP count's pass over it.
-    assert micro_clips == [2, 2]
+    # One micro-step of the micro-batch asked for, then the FLOP count's pass, clip by clip.
+    assert micro_clips == [2, 1, 1]
     rehearsal = json.loads((output / "rehearsal.json").read_text())
     assert set(rehearsal) == FIELDS
     assert (rehearsal["micro_batch"], rehearsal["batch_size"], rehearsal["accumulation"]) == \
