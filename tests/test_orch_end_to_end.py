@@ -17,8 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> None:
+def clone_study(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A clone of this repository's HEAD on a local main, and an environment whose state,
+    cache and GPUs are the test's own."""
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
                       capture_output=True).returncode != 0:
         pytest.skip("the project is not a git checkout with a commit")
@@ -26,8 +27,14 @@ def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> Non
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     # The study's base_ref is main; a clone of a feature branch has no local main.
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", "-B", "main"], check=True)
-    env = {**os.environ, "ORCH_HOME": str(tmp_path / "state"),
-           "ORCH_CACHE_DIR": str(tmp_path / "cache"), "ORCH_GPUS": "", "HF_HUB_OFFLINE": "1"}
+    return clone, {**os.environ, "ORCH_HOME": str(tmp_path / "state"),
+                   "ORCH_CACHE_DIR": str(tmp_path / "cache"), "ORCH_GPUS": "",
+                   "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.slow
+def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> None:
+    clone, env = clone_study(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli.main", "run", "--preset", "micro"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=600,
@@ -56,14 +63,7 @@ def test_rehearsal_plans_the_real_study_and_a_run_retries_out_of_memory(tmp_path
     """`orch run --preset micro --rehearse` measures every variant at micro-batches 1 and 2
     through the real train entry points; then a training that runs out of memory (injected
     through the train contract's hook) goes again at half the micro-batch and finishes."""
-    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-                      capture_output=True).returncode != 0:
-        pytest.skip("the project is not a git checkout with a commit")
-    clone = tmp_path / "study"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    subprocess.run(["git", "-C", str(clone), "checkout", "-q", "-B", "main"], check=True)
-    env = {**os.environ, "ORCH_HOME": str(tmp_path / "state"),
-           "ORCH_CACHE_DIR": str(tmp_path / "cache"), "ORCH_GPUS": "", "HF_HUB_OFFLINE": "1"}
+    clone, env = clone_study(tmp_path)
 
     def orch(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
