@@ -27,7 +27,7 @@ from orchestrator.failures import exit_reason, log_tail, out_of_memory
 from orchestrator.formats import StartEvent, read_events, write_text_atomic
 from orchestrator.jobenv import THREADS_FILE, StandIns, grant_threads, job_env, train_argv
 from orchestrator.lock import run_lock, stop_on_signals
-from orchestrator.plan import Plan, load_plan
+from orchestrator.plan import Plan, fold_run_peaks, load_plan
 from orchestrator.resume import resumable_run
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import (
@@ -58,7 +58,7 @@ class Driver:
     executor: Executor = field(default_factory=LocalExecutor)
     gpus: list[Gpu] | None = None  # None: ask the executor, else discover
     cores: int | None = None
-    plan: Plan | None = None  # measured by a rehearsal: micro-batches and memory
+    plan: Plan | None = None  # measured by a rehearsal (and runs since): micro-batches, memory
     stand_ins: StandIns | None = None  # set in a rehearsal: its stand-in downloads
     one_at_a_time: bool = False  # a rehearsal measures each job alone
     run: RunState = field(init=False)
@@ -92,9 +92,9 @@ class Driver:
 
     def new_run(
         self, command: str, preset: str, variants: list[Variant], seeds: int,
-        stage: Stage = Stage.pending, micro_batches: tuple[int, ...] = (),
+        stage: Stage = Stage.pending,
     ) -> None:
-        """A run of each variant at each seed (or, in a rehearsal, at each micro-batch)."""
+        """A run of each variant at each seed."""
         rid = new_run_id()
         self.run = RunState(
             run_id=rid, preset=preset, started=time.time(), orchestrator_pid=os.getpid(),
@@ -102,12 +102,11 @@ class Driver:
         )
         rdir = run_dir(self.home, rid)
         for v in variants:
-            for seed, micro in [(s, None) for s in range(seeds)] if not micro_batches else [
-                    (0, m) for m in micro_batches]:
-                name = job_name(v.name, seed, seeds) + (f"-mb{micro}" if micro else "")
+            for seed in range(seeds):
+                name = job_name(v.name, seed, seeds)
                 self.run.jobs.append(JobState(
                     variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
-                    stage=stage, worktree=str(self.cfg.worktree_path(v)), micro_batch=micro,
+                    stage=stage, worktree=str(self.cfg.worktree_path(v)),
                     output_dir=str(rdir / name), log_path=str(rdir / name / "train.log"),
                 ))
         save_run(self.home, self.run, latest=True)
@@ -374,6 +373,9 @@ class Driver:
         self.run.status = RunStatus.done if ok else RunStatus.failed
         self.run.finished = time.time()
         self.save(now=True)
+        if self.run.command in ("train", "run"):
+            # A real run's peak at its micro-batch is a measurement the latest plan lacks.
+            fold_run_peaks(self.home, self.run.run_id, self.run.jobs)
 
     def abort(self, stage: Stage, why: str, status: RunStatus) -> None:
         """Stop every running job and record the unfinished ones as ``stage`` for ``why``."""

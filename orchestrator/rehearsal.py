@@ -3,9 +3,10 @@
 `orch train --rehearse` (and `orch run --rehearse`) runs the preset's shared jobs with their
 rehearse_args, the preset's stand-in maker (random weights in the official layouts of its
 downloads, in a private hub cache of the run's own: the user's cache is never touched), the
-gates as usual, then each training job alone (so its peak memory is its own) at micro-batch
-sizes 1 and 2 with ``--rehearse``. Each writes rehearsal.json; from those the plan
-(``orchestrator.plan``) picks micro-batches and GPUs and is written as plan.json.
+gates as usual, then each training job alone (so its peak memory is its own) with
+``--rehearse``: one job per variant, which measures a step at each of micro-batch sizes 1
+and 2 itself. Each writes rehearsal.json; from those the plan (``orchestrator.plan``) picks
+micro-batches and GPUs and is written as plan.json.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from orchestrator.config import Config, Variant
 from orchestrator.devices import Gpu
 from orchestrator.errors import JobFailed
 from orchestrator.executors import Executor, LocalExecutor
+from orchestrator.formats import CorruptFile, warn_corrupt
 from orchestrator.jobenv import StandIns
 from orchestrator.launcher import Driver, OnUpdate
 from orchestrator.lock import run_lock
 from orchestrator.plan import REHEARSAL_FILE, Measurement, Plan, build_plan, write_plan
 from orchestrator.shared_jobs import REHEARSAL_ASSETS
 from orchestrator.state import RunState, Stage, run_dir
-
-MICRO_BATCHES = (1, 2)  # two points: the fixed memory and the memory per clip
 
 
 def rehearse(
@@ -47,8 +47,7 @@ def rehearse(
             wt.spawn(cfg, variants)
         for v in variants:
             wt.require_worktree(cfg, v)
-        d.new_run("rehearse", preset, variants, 1, Stage.spawned if spawn else Stage.pending,
-                  micro_batches=MICRO_BATCHES)
+        d.new_run("rehearse", preset, variants, 1, Stage.spawned if spawn else Stage.pending)
         with d.guarded():
             shared_args = d.shared(preset)
             d.stand_ins = stand_ins(d.run)
@@ -94,14 +93,16 @@ def _relocated(value: str, folder: Path) -> str:
     return value
 
 
-def measurements(run: RunState) -> dict[str, list[Measurement]]:
-    """Per variant, the rehearsal.json of each of its jobs that finished."""
-    out: dict[str, list[Measurement]] = {}
+def measurements(run: RunState) -> dict[str, Measurement]:
+    """Per variant, the rehearsal.json of its job, if that finished. One that cannot be read
+    (a train entry point of an older format, a torn file) leaves its variant out of the plan,
+    with a warning."""
+    out: dict[str, Measurement] = {}
     for job in run.jobs:
-        path = Path(job.output_dir) / REHEARSAL_FILE
-        if job.stage == Stage.done and path.exists():
-            try:
-                out.setdefault(job.variant, []).append(Measurement.read(path))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        if job.stage != Stage.done:
+            continue
+        try:
+            out[job.variant] = Measurement.read(Path(job.output_dir) / REHEARSAL_FILE)
+        except CorruptFile as error:
+            warn_corrupt(error.path, error.reason, f"{job.variant} is left out of the plan")
     return out

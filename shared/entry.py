@@ -90,8 +90,9 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
                         help="clips per forward/backward pass; must divide the preset's batch, "
                         "which stays the effective batch (default: the whole batch)")
     parser.add_argument("--rehearse", action="store_true",
-                        help="one micro-step at the preset's true shapes, then rehearsal.json "
-                        "with the peak memory and the cost of a step")
+                        help="one step at each of two micro-batch sizes (1 and 2 clips) at the "
+                        "preset's true shapes, then rehearsal.json with each step's peak memory, "
+                        "FLOPs and time")
     ns = parser.parse_args(argv)
     if ns.seed < 0:
         raise ConfigError(f"--seed must be non-negative, got {ns.seed}")

@@ -43,8 +43,9 @@ class Experiment(abc.ABC):
             return parameter.device
         return torch.device("cpu")
 
-    def prepare(self, log: EventLog) -> None:  # noqa: B027 - optional hook
-        """One-off work before training, e.g. filling a latent cache."""
+    def prepare(self, log: EventLog, *, rehearse: bool = False) -> None:  # noqa: B027
+        """One-off work before training, e.g. filling a latent cache (an optional hook).
+        ``rehearse``: a rehearsal, which may skip what only repeats its later passes."""
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups; override to give parts of ``trainable`` their own learning rate

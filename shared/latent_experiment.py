@@ -212,7 +212,7 @@ class FrozenTokenizerExperiment(Experiment):
         condition = self.frozen_condition(self._videos(indices))
         return [{"condition": condition[b].cpu()} for b in range(len(indices))]
 
-    def prepare(self, log: EventLog) -> None:
+    def prepare(self, log: EventLog, *, rehearse: bool = False) -> None:
         indices = list(range(self.train_clips))
         self._cached = {}
         for name, cache, compute in (("latent", self.cache, self._latent_entries),

@@ -1,16 +1,19 @@
-"""What a rehearsal measures of its training step, and ``rehearsal.json`` (requirements.md,
-section 3): the peak memory, the FLOPs of a micro-step and its time."""
+"""What a rehearsal measures, and ``rehearsal.json`` (requirements.md, section 3): per measured
+micro-batch size the peak memory of its step alone, its FLOPs and its time; the peaks of the
+phases whose memory does not grow with the micro-batch (setup, evaluation)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from orchestrator.formats import write_json_atomic
 from shared import runtime
@@ -23,59 +26,93 @@ REHEARSAL_FILE = "rehearsal.json"
 # Held-out clips in a rehearsal: at full one clip's evaluation (its prediction decoded per
 # draw, the oracle's round trip) costs minutes on a CPU.
 REHEARSAL_EVAL_CLIPS = 1
+# Micro-batch sizes a rehearsal measures: two points give the fixed memory and the memory
+# per clip; the smallest two keep the CPU time of a full-shape rehearsal down.
+REHEARSAL_POINTS = 2
+
+
+def rehearsal_micro_batches(batch_size: int) -> list[int]:
+    """The smallest micro-batch sizes that divide ``batch_size`` (1 and 2, or 1 alone)."""
+    return [m for m in range(1, batch_size + 1) if batch_size % m == 0][:REHEARSAL_POINTS]
+
+
+class FlopCount(TorchDispatchMode):
+    """FLOPs of every operation ``torch.utils.flop_counter`` has a formula for (matmuls,
+    convolutions, attention), as they run, recomputation included.
+
+    Not ``FlopCounterMode``: its module tracking holds on to tensors that activation
+    checkpointing would free (measured: +1.5 GB on a 9x64x64 clip step of the official
+    tokenizer), so a step counted with it would not show its real peak. This holds none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+@dataclass(frozen=True)
+class StepPoint:
+    """One measured optimizer step of ``micro_batch`` clips."""
+
+    micro_batch: int
+    peak_memory_mb: float
+    peak_allocated_mb: float | None
+    step_seconds: float
+    flops: int
 
 
 class StepMeter:
     """What the loop measures of its steps: nothing, outside a rehearsal."""
 
-    def step(self) -> contextlib.AbstractContextManager[Any]:
+    def measure(self, micro_batch: int) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
-
-    def keep(self, micro_batch: dict[str, Any]) -> None:
-        """Offered every micro-batch the loop trains on."""
 
 
 class RehearsalMeter(StepMeter):
-    """A rehearsal's figures: the wall time of its micro-step with its optimizer step, and
-    the FLOPs of that micro-step's forward and backward, counted in a pass of their own
-    after everything else (the counter keeps what activation checkpointing frees, so it
-    would inflate the peak memory measured)."""
+    """A rehearsal's figures. The peak memory is reset before each measured step and read
+    after it; the setup phase is what the process peaked at before the first step, the
+    evaluation phase what it peaks at after the last (``end_steps`` resets for it)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.flops: int | None = None
-        self.step_seconds: float | None = None
-        self.micro_batch: dict[str, Any] | None = None
-        self._steps = 0
+        self.points: list[StepPoint] = []
+        self.phases: dict[str, dict[str, Any]] = {}
+        self.memory_source = runtime.peak_memory(device)["memory_source"]
 
     @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        self._synchronize()
+    def measure(self, micro_batch: int) -> Iterator[None]:
+        if not self.points:
+            self.phases["setup"] = self._peak()
+        runtime.reset_peak_memory(self.device)
+        counter = FlopCount()
         started = time.perf_counter()
-        yield
+        with counter:
+            yield
         self._synchronize()  # CUDA kernels run asynchronously: wait for this step's
-        self._steps += 1
-        if self._steps == 1:
-            self.step_seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        peak = self._peak()
+        self.points.append(StepPoint(micro_batch, peak["peak_memory_mb"],
+                                     peak["peak_allocated_mb"], seconds, counter.total))
 
-    def keep(self, micro_batch: dict[str, Any]) -> None:
-        if self.micro_batch is None:
-            self.micro_batch = micro_batch
+    def end_steps(self) -> None:
+        """From here on the evaluation phase: held-out clips, checkpoint, strip, results."""
+        runtime.reset_peak_memory(self.device)
 
-    def count_flops(self, experiment: Experiment, precision: runtime.Precision) -> None:
-        """The FLOPs of a forward and backward of the kept micro-batch, one clip at a time
-        (what the counter holds on to then stays one clip's); the gradients are dropped and no
-        weight changes."""
-        if self.micro_batch is None:
-            return
-        experiment.trainable.train()
-        with FlopCounterMode(display=False) as counter:
-            for clip in _one_clip_pieces(self.micro_batch):
-                with precision.autocast():
-                    loss, _ = experiment.loss(clip)
-                loss.backward()
-                experiment.trainable.zero_grad(set_to_none=True)
-        self.flops = int(counter.get_total_flops())
+    def end_evaluation(self) -> None:
+        self.phases["evaluation"] = self._peak()
+
+    def _peak(self) -> dict[str, Any]:
+        memory = runtime.peak_memory(self.device)
+        return {"peak_memory_mb": memory["peak_memory_mb"],
+                "peak_allocated_mb": memory["peak_allocated_mb"]}
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -90,28 +127,21 @@ def write_rehearsal(
     config: TrainConfig,
     device: torch.device,
     precision: runtime.Precision,
-    memory: dict[str, Any],
 ) -> None:
-    """What a plan needs of this job (requirements.md, section 3): its peak memory over the
-    whole run so far (latent cache, steps, evaluation), the cost of a micro-step and the
-    accumulation the real run would do."""
+    """What a plan needs of this job (requirements.md, section 3): each measured step's
+    peak, FLOPs and time, the other phases' peaks, and the accumulation the real run would
+    do at its micro-batch."""
+    peaks = [p.peak_memory_mb for p in meter.points]
+    peaks += [phase["peak_memory_mb"] for phase in meter.phases.values()]
     write_json_atomic(path, {
-        "micro_batch": config.micro_batch_size,
         "batch_size": config.batch_size,
+        "micro_batch": config.micro_batch_size,
         "accumulation": config.accumulation,
         "device": str(device),
         "precision": precision.name,
-        **memory,
-        "flops_per_micro_batch": meter.flops,
-        "step_seconds": meter.step_seconds,
+        "memory_source": meter.memory_source,
+        "points": [asdict(point) for point in meter.points],
+        "phases": meter.phases,
+        "peak_memory_mb": max(peaks),
         "parameters": experiment.parameter_counts(),
     })
-
-
-def _one_clip_pieces(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The batch clip by clip: whatever has the clips as first dim is cut, the rest shared."""
-    clips = next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.dim())
-    per_clip = {key for key, value in batch.items()
-                if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == clips}
-    for i in range(clips):
-        yield {key: value[i:i + 1] if key in per_clip else value for key, value in batch.items()}

@@ -4,7 +4,8 @@ The device is chosen at run time: CUDA when a GPU is visible (the orchestrator s
 ``CUDA_VISIBLE_DEVICES`` per job, blank for CPU jobs), else the CPU; a device asked for by
 name must exist, or the run stops before it loads anything. Mixed precision is used on CUDA
 only: bf16 where the GPU supports it (no loss scaling needed), else fp16 with a gradient
-scaler. On the CPU everything stays fp32, which keeps CPU runs deterministic.
+scaler. On the CPU a run stays fp32, which keeps CPU runs deterministic; a rehearsal's
+training steps take the precision of the CUDA run they measure for (``rehearsal_precision``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,26 @@ def select_precision(
     if bf16_supported:
         return Precision(device_type, torch.bfloat16, False)
     return Precision(device_type, torch.float16, True)
+
+
+def rehearsal_precision(device_type: str, *, enabled: bool = True,
+                        cpu_bf16: bool | None = None) -> Precision:
+    """The precision a rehearsal's training steps run in: on CUDA the run's own; on the CPU,
+    for a preset that trains under autocast, bf16, what a CUDA run uses on a GPU with bf16
+    (its activations then take the bytes they will take there), where the CPU computes bf16
+    natively (elsewhere bf16 would be emulated, slower than fp32) - else fp32."""
+    if device_type == "cuda" or not enabled:
+        return select_precision(device_type, enabled=enabled)
+    if cpu_bf16 is None:
+        cpu_bf16 = _cpu_has_native_bf16()
+    return Precision(device_type, torch.bfloat16 if cpu_bf16 else None, False)
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def configure_threads(threads: int | None) -> int:
@@ -215,16 +236,17 @@ def seed_everything(seed: int) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocator peak on a GPU, max RSS on the CPU."""
+    """Peak memory of this process since the last ``reset_peak_memory`` (or its start): CUDA
+    allocator peak on a GPU, peak resident set on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return _peak_rss_mb()
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
-    """What a plan needs to know of this process's peak memory so far: on a GPU what the
-    caching allocator reserved (what other processes cannot have) and, below it, what
-    tensors held; on the CPU the peak resident set."""
+    """What a plan needs to know of this process's peak memory since the last reset: on a GPU
+    what the caching allocator reserved (what other processes cannot have) and, below it,
+    what tensors held; on the CPU the peak resident set."""
     if device.type == "cuda":
         return {"memory_source": "cuda_max_memory_reserved",
                 "peak_memory_mb": torch.cuda.max_memory_reserved(device) / 2**20,
@@ -233,7 +255,57 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
             "peak_allocated_mb": None}
 
 
+_PROC_STATUS = "/proc/self/status"
+_PROC_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak from what the process holds now; False where that is impossible (a
+    CPU process off Linux: its peak then stays the one since the process started).
+
+    On the CPU the heap that freed tensors left to the C allocator goes back to the system
+    first: without that, memory freed in an earlier phase would still count as resident and
+    the next phase's peak could not come out below it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    import gc
+
+    gc.collect()
+    _return_free_heap()
+    try:
+        with open(_PROC_CLEAR_REFS, "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")  # 5: reset the peak resident set to the current one
+    except OSError:
+        return False
+    return True
+
+
+def _return_free_heap() -> None:
+    """glibc's malloc_trim(0): free heap pages back to the system (nothing elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):  # a C library without it (musl)
+        return
+
+
 def _peak_rss_mb() -> float:
+    """The peak resident set: VmHWM on Linux (what ``reset_peak_memory`` resets), else the
+    process's lifetime peak from getrusage."""
+    try:
+        with open(_PROC_STATUS, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     # ru_maxrss is in kilobytes on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

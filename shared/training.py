@@ -10,8 +10,9 @@ A batch of ``batch_size`` clips may go through the model in micro-batches of ``m
 clips: each micro-batch's loss is weighted by its share of the batch's clips before its
 backward, so the gradients add up to the batch's and one optimizer step follows; a loss that
 is a mean over clips gives the same training to float rounding, at the memory of a
-micro-batch. A rehearsal (``RunSpec.rehearse``) runs one micro-step at the true shapes, with
-the optimizer's state allocated before it, and writes what it costs to ``rehearsal.json``.
+micro-batch. A rehearsal (``RunSpec.rehearse``) takes one optimizer step at each of two
+micro-batch sizes at the true shapes, with the optimizer's state allocated before them, and
+writes what each costs to ``rehearsal.json``.
 
 Determinism: the order of the training clips in epoch ``e`` comes from a generator seeded
 with ``(seed, e)``, and the global RNG states are saved with each checkpoint, so a run that
@@ -47,6 +48,7 @@ from shared.rehearsal import (
     REHEARSAL_FILE,
     RehearsalMeter,
     StepMeter,
+    rehearsal_micro_batches,
     write_rehearsal,
 )
 
@@ -95,11 +97,16 @@ class TrainConfig:
         """The micro-batch sizes that divide the batch: the effective batch stays the same."""
         return [n for n in range(1, self.batch_size + 1) if self.batch_size % n == 0]
 
+    @property
+    def rehearsal_micro_batches(self) -> list[int]:
+        """The micro-batch sizes a rehearsal takes one step at, ascending."""
+        return rehearsal_micro_batches(self.batch_size)
+
     def rehearsal(self) -> TrainConfig:
-        """This config cut to a rehearsal's length: one epoch of one micro-batch, one
-        held-out clip (also the strip's). Shapes, model and micro-batch stay as they
-        are, so the memory and the cost of a step are the real run's."""
-        return replace(self, epochs=1, train_clips=min(self.train_clips, self.micro_batch_size),
+        """This config cut to a rehearsal's length: one epoch of the clips of its measured
+        steps, one held-out clip (also the strip's). Shapes, model and the real run's
+        micro-batch stay as they are, so the memory and the cost of a step are the run's."""
+        return replace(self, epochs=1, train_clips=sum(self.rehearsal_micro_batches),
                        eval_clips=min(self.eval_clips, REHEARSAL_EVAL_CLIPS),
                        strip_clips=min(self.strip_clips, REHEARSAL_EVAL_CLIPS))
 
@@ -233,18 +240,22 @@ def _train(
     wall_start = time.perf_counter()
     threads = runtime.configure_threads(run.threads)
     device = runtime.select_device(run.device)
-    precision = runtime.select_precision(device.type, enabled=config.amp)
+    precision = (runtime.rehearsal_precision if run.rehearse else runtime.select_precision)(
+        device.type, enabled=config.amp)
     runtime.seed_everything(run.seed)
 
     _place(experiment, device)
-    # A rehearsal steps after every micro-batch: accumulating would not change the peak.
-    step_clips = config.micro_batch_size if run.rehearse else config.batch_size
-    steps_per_epoch = math.ceil(config.train_clips / step_clips)
+    if run.rehearse:
+        # One step per measured micro-batch size, no accumulation: accumulating would not
+        # change the peak of a micro-step.
+        steps_per_epoch = len(config.rehearsal_micro_batches)
+    else:
+        steps_per_epoch = math.ceil(config.train_clips / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = _Optimizer.for_experiment(experiment, config, precision, total_steps=total_steps)
     if run.rehearse:
         # The first step's backward then already holds what every later one holds (the
-        # AdamW moments), so one micro-step shows the real peak.
+        # AdamW moments), so each measured step shows the real peak.
         optimizer.allocate_state()
     checkpoint_path = run.output_dir / LAST_CHECKPOINT
     start_epoch, history, train_seconds = _resume(  # a rehearsal measures from scratch
@@ -255,16 +266,20 @@ def _train(
              resumed_from_epoch=start_epoch - 1, pid=os.getpid(), batch_size=config.batch_size,
              micro_batch=config.micro_batch_size, accumulation=config.accumulation,
              rehearsal=run.rehearse)
-    experiment.prepare(log)
+    experiment.prepare(log, rehearse=run.rehearse)
 
     meter = RehearsalMeter(device) if run.rehearse else None
     loop = _EpochLoop(config=config, seed=run.seed, total_steps=total_steps, device=device,
                       precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch,
-                      step_clips=step_clips, meter=meter or StepMeter())
+                      meter=meter or StepMeter())
     model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
-        epoch_losses, epoch_logs = loop.train_epoch(experiment, optimizer, epoch)
+        if meter is not None:
+            epoch_losses, epoch_logs = loop.rehearse_epoch(experiment, optimizer, epoch)
+            meter.end_steps()
+        else:
+            epoch_losses, epoch_logs = loop.train_epoch(experiment, optimizer, epoch)
         train_seconds += time.perf_counter() - epoch_start
         model_row = _evaluate_epoch(experiment, evaluator, log, epoch=epoch, history=history,
                                     losses=epoch_losses, logs=epoch_logs, started=epoch_start)
@@ -277,10 +292,9 @@ def _train(
         train_seconds=train_seconds, wall_start=wall_start,
     )
     if meter is not None:
-        memory = runtime.peak_memory(device)  # before the FLOP count's pass adds to it
-        meter.count_flops(experiment, precision)
+        meter.end_evaluation()
         write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
-                        device=device, precision=precision, memory=memory)
+                        device=device, precision=precision)
     log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
     return results
 
@@ -398,7 +412,6 @@ class _EpochLoop:
     precision: runtime.Precision
     log: EventLog
     step: int  # optimizer steps done so far, over all epochs
-    step_clips: int  # clips per optimizer step: the batch (a rehearsal: one micro-batch)
     meter: StepMeter = field(default_factory=StepMeter)
     thread_budget: runtime.ThreadBudget = field(default_factory=runtime.ThreadBudget)
     micro_steps: int = 0  # forward and backward passes made by this process
@@ -411,45 +424,71 @@ class _EpochLoop:
         experiment.trainable.train()
         order = epoch_order(self.seed, epoch, config.train_clips)
         progress, losses, logs = _Progress(), [], []
-        batches = experiment.train_batches(order, self.step_clips)
-        for clips, batch in zip(_batch_clips(len(order), self.step_clips), batches, strict=True):
-            with self.meter.step():
-                loss, step_logs = self._train_step(experiment, optimizer, batch, clips)
-            self.step += 1
-            if (granted := self.thread_budget.poll()) is not None:
-                print(f"threads: now {granted} (cores freed by ended jobs)", flush=True)
-            progress.losses.append(loss)
+        batches = experiment.train_batches(order, config.batch_size)
+        for clips, batch in zip(_batch_clips(len(order), config.batch_size), batches, strict=True):
+            loss, step_logs = self._train_step(experiment, optimizer, batch, clips,
+                                               config.micro_batch_size)
+            progress = self._after_step(progress, clips, loss, epoch=epoch, lr=optimizer.lr)
             losses.append(loss)
             logs.append(step_logs)
-            progress.samples += clips
-            if self.step % config.log_every == 0 or self.step == self.total_steps:
-                self._report_progress(progress, epoch=epoch, lr=optimizer.lr)
-                progress = _Progress()
         return losses, logs
 
+    def rehearse_epoch(self, experiment: Experiment, optimizer: _Optimizer, epoch: int
+                       ) -> tuple[list[float], list[dict[str, float]]]:
+        """A rehearsal's epoch: one optimizer step at each measured micro-batch size, on
+        clips of its own, each a single micro-batch measured by the meter (the batch is
+        built before, so its data loading is not in the step)."""
+        experiment.trainable.train()
+        sizes = self.config.rehearsal_micro_batches
+        order = epoch_order(self.seed, epoch, sum(sizes))
+        progress, losses, logs = _Progress(), [], []
+        for size, start in zip(sizes, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True):
+            batch = next(iter(experiment.train_batches(order[start:start + size], size)))
+            with self.meter.measure(size):
+                loss, step_logs = self._train_step(experiment, optimizer, batch, size, size)
+            progress = self._after_step(progress, size, loss, epoch=epoch, lr=optimizer.lr)
+            losses.append(loss)
+            logs.append(step_logs)
+        return losses, logs
+
+    def _after_step(self, progress: _Progress, clips: int, loss: float, *, epoch: int,
+                    lr: float) -> _Progress:
+        """Count the step, take the threads freed by ended jobs, report every ``log_every``
+        steps; the progress since the last report."""
+        self.step += 1
+        if (granted := self.thread_budget.poll()) is not None:
+            print(f"threads: now {granted} (cores freed by ended jobs)", flush=True)
+        progress.losses.append(loss)
+        progress.samples += clips
+        if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+            self._report_progress(progress, epoch=epoch, lr=lr)
+            return _Progress()
+        return progress
+
     def _train_step(self, experiment: Experiment, optimizer: _Optimizer,
-                    batch: dict[str, Any], clips: int) -> tuple[float, dict[str, float]]:
+                    batch: dict[str, Any], clips: int, micro_batch: int
+                    ) -> tuple[float, dict[str, float]]:
         """One optimizer step on a batch of ``clips`` clips, a forward and backward per
-        micro-batch; the batch's loss and logs (clip-weighted means over its micro-batches)."""
+        micro-batch of ``micro_batch`` clips; the batch's loss and logs (clip-weighted means
+        over its micro-batches)."""
         loss, weighted_logs = 0.0, []
-        for micro_clips, micro_batch in split_batch(batch, clips, self.config.micro_batch_size):
+        for micro_clips, batch_piece in split_batch(batch, clips, micro_batch):
             weight = micro_clips / clips  # its share of a loss that is a mean over the clips
-            micro_loss, micro_logs = self._forward_backward(experiment, optimizer, micro_batch,
-                                                            weight)
+            micro_loss, micro_logs = self._forward_backward(experiment, optimizer, batch_piece,
+                                                            weight, micro_batch)
             loss += weight * micro_loss
             weighted_logs.append((weight, micro_logs))
         optimizer.step()
         return loss, _weighted_mean_logs(weighted_logs)
 
     def _forward_backward(self, experiment: Experiment, optimizer: _Optimizer,
-                          micro_batch: dict[str, Any], weight: float
+                          batch_piece: dict[str, Any], weight: float, micro_batch: int
                           ) -> tuple[float, dict[str, float]]:
         """The loss of one micro-batch, its gradients (times ``weight``) added to the step's."""
         if self.micro_steps == 0:
-            runtime.inject_oom(self.config.micro_batch_size)  # a test's fault, if asked for
-        self.meter.keep(micro_batch)
+            runtime.inject_oom(micro_batch)  # a test's fault, if asked for
         with self.precision.autocast():
-            loss, logs = experiment.loss(micro_batch)
+            loss, logs = experiment.loss(batch_piece)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step + 1}: "
                                      "lower the learning rate or check the data")
@@ -558,7 +597,8 @@ def _write_results(
             "wall_s": time.perf_counter() - wall_start,
             "train_s": train_seconds,
             "samples_per_s": samples_seen / max(train_seconds, 1e-9),
-            "peak_memory_mb": runtime.peak_memory_mb(device),
+            # Reserved on CUDA, not allocated: what other processes on the GPU cannot have.
+            "peak_memory_mb": runtime.peak_memory(device)["peak_memory_mb"],
         },
         "artifacts": {"checkpoint": LAST_CHECKPOINT, "frames": strip_path.name},
     }

@@ -2,8 +2,11 @@
 
 The template repo is built once per session and copied per test. Its variants follow
 requirements.md in a few lines: the gate is a pytest folder, the train module writes
-events.jsonl and results.json. Environment variables steer a fake train run:
-FAKE_SLEEP (seconds, default 0.2), FAKE_FAIL_<VARIANT> ("exit" or "oom").
+events.jsonl and results.json (and with --rehearse rehearsal.json, from a fake memory model:
+1000 MB + 500 MB a clip for a step, 900 MB for setup, 1200 MB for evaluation). Environment
+variables steer a fake train run: FAKE_SLEEP (seconds, default 0.2), FAKE_FAIL_<VARIANT>
+("exit" or "oom"), FAKE_OOM_ABOVE (micro-batches above it run out of memory), FAKE_PEAK_MB
+(the peak a real run reports instead of the model's).
 """
 
 from __future__ import annotations
@@ -75,7 +78,12 @@ p.add_argument("--micro-batch", type=int); p.add_argument("--rehearse", action="
 p.add_argument("--motion")
 a = p.parse_args()
 BATCH = 8
+REHEARSED = (1, 2)  # the micro-batch sizes a rehearsal measures, one step each
+PHASES = {{"setup": 900.0, "evaluation": 1200.0}}  # memory that does not grow with the clips
 micro = a.micro_batch or BATCH
+
+def step_memory_mb(clips):  # grows by 500 MB a clip over 1000 MB, as a real one would
+    return 1000.0 + 500.0 * clips
 out = pathlib.Path(a.output)
 ckpt = out / "checkpoints"
 ckpt.mkdir(parents=True, exist_ok=True)
@@ -90,18 +98,25 @@ emit("start", variant="{name}", preset=a.preset, seed=a.seed, pid=os.getpid(),
      resumed_from_epoch=1 if a.resume else 0, batch_size=BATCH, micro_batch=micro,
      accumulation=BATCH // micro)
 print("training", "{name}", "on", a.device, "micro-batch", micro, flush=True)
+stepped = max(REHEARSED) if a.rehearse else micro  # the largest micro-batch a step takes
 oom_above = os.environ.get("FAKE_OOM_ABOVE")
-if oom_above is not None and micro > int(oom_above):
-    emit("error", kind="oom", message=f"CUDA out of memory (injected: micro-batch {{micro}})")
+if oom_above is not None and stepped > int(oom_above):
+    emit("error", kind="oom", message=f"CUDA out of memory (injected: micro-batch {{stepped}})")
     sys.exit(5)
-if a.rehearse:  # memory grows by 500 MB a clip over 1000 MB, as a real one would
+peak = max(step_memory_mb(stepped), *PHASES.values())
+if a.rehearse:
     (out / "rehearsal.json").write_text(json.dumps({{
-        "micro_batch": micro, "batch_size": BATCH, "accumulation": BATCH // micro,
+        "batch_size": BATCH, "micro_batch": micro, "accumulation": BATCH // micro,
         "device": a.device, "precision": "fp32", "memory_source": "process_peak_rss",
-        "peak_memory_mb": 1000.0 + 500.0 * micro, "peak_allocated_mb": None,
-        "flops_per_micro_batch": 1e9 * micro, "step_seconds": 0.01,
-        "parameters": {{"trainable": 10, "frozen": 5}},
+        "points": [{{"micro_batch": m, "peak_memory_mb": step_memory_mb(m),
+                    "peak_allocated_mb": None, "step_seconds": 0.01, "flops": 1e9 * m}}
+                   for m in REHEARSED],
+        "phases": {{name: {{"peak_memory_mb": mb, "peak_allocated_mb": None}}
+                   for name, mb in PHASES.items()}},
+        "peak_memory_mb": peak, "parameters": {{"trainable": 10, "frozen": 5}},
         "stand_in": os.environ.get("FAKE_ASSET"), "motion": a.motion}}))
+else:
+    peak = float(os.environ.get("FAKE_PEAK_MB", peak))
 fail = os.environ.get("FAKE_FAIL_{env}", "")
 if fail == "oom":
     print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
@@ -123,13 +138,16 @@ def row(mse):
 
 results = {{
     "schema": 1, "variant": "{name}", "preset": a.preset, "seed": a.seed, "status": "success",
-    "config": {{}}, "parameters": {{"trainable": 10, "frozen": 5}},
-    "environment": {{"python": sys.version.split()[0], "torch": "none", "device": "cpu",
+    "config": {{"train": {{"batch_size": BATCH, "micro_batch": micro,
+                          "accumulation": BATCH // micro}}, "rehearsal": a.rehearse}},
+    "parameters": {{"trainable": 10, "frozen": 5}},
+    "environment": {{"python": sys.version.split()[0], "torch": "none",
+                    "device": a.device or "cpu",
                     "cuda": None, "platform": sys.platform, "threads": a.threads}},
     "history": [{{"epoch": 1, "train_loss": 1.0, "eval": {{"mse": 5.0}}, "seconds": 0.1}}],
     "final": {{"model": row(5.0 - a.seed), "black": row(20.0), "copy_last": row(9.0),
               "oracle": row(1.0)}},
-    "timings": {{"wall_s": 0.2, "train_s": 0.1, "samples_per_s": 100.0, "peak_memory_mb": None}},
+    "timings": {{"wall_s": 0.2, "train_s": 0.1, "samples_per_s": 100.0, "peak_memory_mb": peak}},
     "artifacts": {{"checkpoint": "checkpoints/last.pt", "frames": None}},
     "value": model.VALUE, "resumed": a.resume, "tokenizer": a.tokenizer, "threads": a.threads,
     "device": a.device, "micro_batch": micro, "motion": a.motion, "argv": sys.argv[1:],

@@ -73,3 +73,20 @@ def test_without_a_move_the_first_step_computes_it_first_in_full_precision(
     loss.backward()
     torch.optim.SGD(experiment.tokenizer.parameters(), lr=1.0).step()
     assert experiment.epoch_metrics()["code_bits_changed"] > 0
+
+
+def test_drift_oracle_reuses_the_whole_clip_codes_and_equals_the_oracle(tmp_path):
+    """epoch_metrics decodes the oracle from the codes it already has; the figure is the
+    experiment's own oracle's, with one whole-clip encode fewer."""
+    from shared.metrics import clip_metrics
+
+    experiment, devices = build(tmp_path)
+    experiment.to(torch.device("cpu"))
+    encodes = len(devices)
+    figures = experiment.epoch_metrics()
+    # One whole-clip encode and one of the context: no second encode of the whole clip.
+    assert len(devices) - encodes == 2
+    probe, c = experiment.probe_bcthw, experiment.layout.context_frames
+    oracle = experiment.oracle(probe[:, :, :c], probe[:, :, c:])
+    assert figures["oracle_psnr"] == pytest.approx(
+        float(clip_metrics(oracle, probe[:, :, c:])["psnr"].mean()), abs=1e-9)

@@ -60,9 +60,10 @@ def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_rehearsal_plans_the_real_study_and_a_run_retries_out_of_memory(tmp_path: Path) -> None:
-    """`orch run --preset micro --rehearse` measures every variant at micro-batches 1 and 2
-    through the real train entry points; then a training that runs out of memory (injected
-    through the train contract's hook) goes again at half the micro-batch and finishes."""
+    """`orch run --preset micro --rehearse` measures every variant, one job each, at
+    micro-batches 1 and 2 through the real train entry points; then a training that runs out
+    of memory (injected through the train contract's hook) goes again at half the
+    micro-batch, finishes, and its measured peak joins the plan."""
     clone, env = clone_study(tmp_path)
 
     def orch(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -78,6 +79,8 @@ def test_rehearsal_plans_the_real_study_and_a_run_retries_out_of_memory(tmp_path
     assert plan["memory_source"] == "process_peak_rss" and plan["measured_on"] == "cpu"
     for job in plan["jobs"]:
         assert job["fits"] and job["per_clip_mb"] >= 0 and job["flops_per_step"] > 0
+        assert [p["micro_batch"] for p in job["measured"]] == [1, 2]
+        assert job["other_phases_mb"] > 0 and job["precision"] in ("bf16", "fp32")
 
     trained = orch("train", "baseline", "--preset", "micro", "--json", "--plain",
                    SHARED_INJECT_OOM_ABOVE="4")
@@ -86,3 +89,7 @@ def test_rehearsal_plans_the_real_study_and_a_run_retries_out_of_memory(tmp_path
     assert job["retries"] == ["out of memory at micro-batch 8; retried at 4"]
     results = json.loads((Path(job["output_dir"]) / "results.json").read_text())
     assert results["config"]["train"]["micro_batch"] == 4
+    # The run's peak at micro-batch 4 is now a measured point of baseline's plan.
+    plan = json.loads((tmp_path / "state" / "plans" / "micro-cpu.json").read_text())
+    baseline = next(j for j in plan["jobs"] if j["variant"] == "baseline")
+    assert {p["micro_batch"]: p["source"] for p in baseline["measured"]}[4].startswith("run ")

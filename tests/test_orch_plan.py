@@ -7,56 +7,86 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
 from orchestrator.config import parse_config
 from orchestrator.devices import Gpu
 from orchestrator.errors import ConfigError
+from orchestrator.formats import JobState, RunState, Stage, collect_warnings
 from orchestrator.plan import (
     CUDA_CONTEXT_MB,
+    REHEARSAL_FILE,
     Measurement,
     MemoryModel,
+    PhasePeak,
+    Point,
     build_plan,
     choose_micro_batch,
+    fold_run_peaks,
+    latest_plan_path,
     load_plan,
+    write_plan,
 )
+from orchestrator.rehearsal import measurements
+from orchestrator.ui import plan_table
 from tests.orch_fixtures import *  # noqa: F403
 from tests.orch_fixtures import CONFIG, commit_all
 
 runner = CliRunner()
 
 
-def measured(micro: int, peak: float, batch: int = 16) -> Measurement:
-    return Measurement(micro_batch=micro, batch_size=batch, peak_memory_mb=peak,
-                       memory_source="process_peak_rss", device="cpu",
-                       flops_per_micro_batch=2e12 * micro, step_seconds=1.0)
+def rehearsed(*peaks: tuple[int, float], setup: float = 0.0, evaluation: float = 0.0,
+              batch: int = 16, device: str = "cpu", precision: str = "bf16") -> Measurement:
+    """A rehearsal.json: (micro-batch, peak) per measured step, and the other phases."""
+    return Measurement(
+        batch_size=batch, device=device, precision=precision,
+        memory_source="cuda_max_memory_reserved" if device.startswith("cuda")
+        else "process_peak_rss",
+        points=tuple(Point(micro_batch=m, peak_memory_mb=peak, flops=2e12 * m, step_seconds=1.0)
+                     for m, peak in peaks),
+        phases={"setup": PhasePeak(peak_memory_mb=setup),
+                "evaluation": PhasePeak(peak_memory_mb=evaluation)})
 
 
 # ---------------------------------------------------------------------------- the planner
 
 
 def test_two_points_give_the_fixed_part_and_the_part_per_clip() -> None:
-    model = MemoryModel.fit([measured(2, 9000.0), measured(1, 5000.0)])
-    assert (model.fixed_mb, model.per_clip_mb) == (1000.0, 4000.0)
+    model = MemoryModel.fit(rehearsed((1, 5000.0), (2, 9000.0), setup=3000.0))
+    assert (model.fixed_mb, model.per_clip_mb, model.floor_mb) == (1000.0, 4000.0, 3000.0)
     assert model.at(1) == (5000.0, "measured")
     assert model.at(16) == (65000.0, "extrapolated")
 
 
+def test_the_other_phases_are_a_floor_under_every_micro_batch() -> None:
+    model = MemoryModel.fit(rehearsed((1, 5000.0), (2, 9000.0), setup=2000.0,
+                                      evaluation=8000.0))
+    assert model.floor_mb == 8000.0
+    assert model.at(1) == (8000.0, "measured")  # evaluation peaks above the 1-clip step
+    assert model.at(2) == (9000.0, "measured")
+    assert model.at(4) == (17000.0, "extrapolated")
+    one = MemoryModel.fit(rehearsed((1, 3000.0), batch=1, evaluation=500.0))
+    assert (one.fixed_mb, one.per_clip_mb) == (0.0, 3000.0)  # one point: all of it per clip
+
+
 def test_the_largest_dividing_micro_batch_that_fits_is_chosen() -> None:
-    model = MemoryModel.fit([measured(1, 6000.0), measured(2, 11000.0)])
+    model = MemoryModel.fit(rehearsed((1, 6000.0), (2, 11000.0)))
     # 80 GB: 16 clips need 81 GB + context and slack: too much; 8 clips (41 GB) fit.
     assert choose_micro_batch(model, 16, 81920.0) == (8, True)
     assert choose_micro_batch(model, 16, 7500.0) == (1, True)
     assert choose_micro_batch(model, 16, 5000.0) == (1, False)  # not even one clip
     assert choose_micro_batch(model, 16, None) == (16, True)  # no GPU: the whole batch
+    floored = MemoryModel.fit(rehearsed((1, 6000.0), (2, 11000.0), evaluation=7000.0))
+    assert choose_micro_batch(floored, 16, 7500.0) == (1, False)  # evaluation needs more
 
 
 def test_plan_places_jobs_and_names_the_one_that_fits_nowhere() -> None:
     plan = build_plan("full", {
-        "big": [measured(1, 30000.0), measured(2, 50000.0)],
-        "small": [measured(1, 3000.0), measured(2, 4000.0)],
-        "huge": [measured(1, 90000.0), measured(2, 170000.0)],
+        "big": rehearsed((1, 30000.0), (2, 50000.0)),
+        "small": rehearsed((1, 3000.0), (2, 4000.0), evaluation=6000.0, precision="fp32"),
+        "huge": rehearsed((1, 90000.0), (2, 170000.0)),
     }, [Gpu(0, 81920, 81920), Gpu(1, 24576, 24576)])
     big, small, huge = (plan.job(n) for n in ("big", "small", "huge"))
     assert big is not None and small is not None and huge is not None
@@ -67,6 +97,135 @@ def test_plan_places_jobs_and_names_the_one_that_fits_nowhere() -> None:
                                              + 0.05 * small.memory_mb)
     assert not huge.fits and huge.gpus == [] and "at one clip" in huge.note
     assert big.flops_per_step == pytest.approx(2e12 * 16)
+    assert (big.precision, small.precision, plan.precision) == ("bf16", "fp32", "bf16/fp32")
+    assert (small.other_phases_mb, small.floor_dominates) == (6000.0, False)  # 18 GB > 6 GB
+    assert not big.floor_dominates
+
+
+def test_the_plan_table_says_how_each_memory_is_known() -> None:
+    plan = build_plan("full", {
+        "evaluates-big": rehearsed((1, 2000.0), (2, 2500.0), evaluation=20000.0),
+        "steps-big": rehearsed((1, 30000.0), (2, 50000.0)),
+    }, [Gpu(0, 61440, 61440)])
+    evaluates_big = plan.job("evaluates-big")
+    assert evaluates_big is not None and evaluates_big.floor_dominates
+    console = Console(width=250, record=True)
+    console.print(plan_table(plan))
+    text = console.export_text()
+    assert "measured on cpu in bf16" in text
+    assert "19.5 GB (sets the peak)" in text  # evaluation, not the step, sets its peak
+    assert "48.8 GB (measured)" in text and "2 x 8" in text  # steps-big at its 2-clip point
+    assert "waits for a GPU the others free" in text
+
+
+def test_plan_json_keeps_what_a_replan_needs(tmp_path: Path) -> None:
+    plan = build_plan("full", {"a": rehearsed((1, 3000.0), (2, 4000.0), evaluation=3500.0)},
+                      [Gpu(0, 24576, 24576)])
+    write_plan(plan, tmp_path / "run", tmp_path)
+    raw = json.loads(latest_plan_path(tmp_path, "full", "cpu").read_text())
+    (job,) = raw["jobs"]
+    assert (job["precision"], job["other_phases_mb"]) == ("bf16", 3500.0)
+    assert job["measured"] == [{"micro_batch": 1, "peak_memory_mb": 3000.0,
+                                "source": "rehearsal"},
+                               {"micro_batch": 2, "peak_memory_mb": 4000.0,
+                                "source": "rehearsal"}]
+    assert load_plan(tmp_path, "full", "cpu") == plan
+
+
+# ---------------------------------------------------------------------------- rehearsal.json
+
+
+def done_job(tmp_path: Path, variant: str, preset: str = "full") -> JobState:
+    out = tmp_path / "run" / variant
+    out.mkdir(parents=True)
+    return JobState(variant=variant, preset=preset, stage=Stage.done, output_dir=str(out))
+
+
+def test_a_rehearsal_json_of_the_old_format_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    good, old, torn = (done_job(tmp_path, v) for v in ("good", "old", "torn"))
+    (Path(good.output_dir) / REHEARSAL_FILE).write_text(
+        rehearsed((1, 3000.0), (2, 4000.0)).model_dump_json())
+    (Path(old.output_dir) / REHEARSAL_FILE).write_text(json.dumps({
+        "micro_batch": 1, "batch_size": 16, "accumulation": 16, "device": "cpu",
+        "precision": "fp32", "memory_source": "process_peak_rss", "peak_memory_mb": 3000.0,
+        "peak_allocated_mb": None, "flops_per_micro_batch": 1e9, "step_seconds": 1.0}))
+    (Path(torn.output_dir) / REHEARSAL_FILE).write_text('{"batch_size": 16, "poi')
+    run = RunState(run_id="r", preset="full", started=0.0, command="rehearse",
+                   jobs=[good, old, torn])
+    with collect_warnings() as lines:
+        found = measurements(run)
+    assert list(found) == ["good"]
+    assert found["good"].other_phases_mb == 0.0 and len(found["good"].points) == 2
+    assert len(lines) == 2
+    assert "old" in lines[0] and "missing field 'points'" in lines[0]
+    assert "old is left out of the plan" in lines[0]
+    assert "torn" in lines[1] and "not valid JSON" in lines[1]
+
+
+# ---------------------------------------------------------------------------- a run's peak
+
+
+def finished_run_job(tmp_path: Path, variant: str, *, device: str, micro: int, peak: float,
+                     rehearsal: bool = False) -> JobState:
+    """A done training job whose results.json reports ``peak`` MB at ``micro`` clips."""
+    job = done_job(tmp_path / device, variant)
+    row = {"mse": 1.0, "mae": 1.0, "psnr": 30.0, "ssim": 0.9, "mse_per_pixel": 0.01,
+           "per_frame": {"mse": [1.0]}}
+    job.results_path.write_text(json.dumps({
+        "schema": 1, "variant": variant, "preset": "full", "seed": 0, "status": "success",
+        "config": {"train": {"micro_batch": micro, "accumulation": 16 // micro},
+                   "rehearsal": rehearsal},
+        "environment": {"python": "3.11", "torch": "2", "device": device, "cuda": None,
+                        "platform": "linux", "threads": 1},
+        "parameters": {"trainable": 1, "frozen": 1}, "history": [],
+        "final": {name: row for name in ("model", "black", "copy_last", "oracle")},
+        "timings": {"wall_s": 1.0, "train_s": 1.0, "samples_per_s": 1.0,
+                    "peak_memory_mb": peak},
+        "artifacts": {"checkpoint": None, "frames": None}}))
+    return job
+
+
+def test_a_runs_peak_updates_the_plan_of_its_device_kind_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    gpus = [Gpu(0, 24576, 24576)]
+    for device in ("cpu", "cuda:0"):
+        write_plan(build_plan("full", {"a": rehearsed((1, 3000.0), (2, 4000.0), device=device),
+                                       "b": rehearsed((1, 2000.0), (2, 2500.0), device=device)},
+                              gpus), tmp_path / "runs" / device, home)
+    cuda_before = latest_plan_path(home, "full", "cuda").read_text()
+    before = load_plan(home, "full", "cpu")
+    assert before is not None and [j.micro_batch for j in before.jobs] == [16, 16]
+    before_b = before.job("b")
+    assert before_b is not None and before_b.gpus == []  # a's 19.5 GB leave too little
+    # a ran at 16 clips and peaked at 23 GB, more than the line's 18 GB: 16 clips no longer
+    # fit the 24 GB GPU with the margin, 8 do
+    jobs = [finished_run_job(tmp_path, "a", device="cpu", micro=16, peak=23000.0),
+            finished_run_job(tmp_path / "rehearsal", "b", device="cpu", micro=16, peak=1.0,
+                             rehearsal=True)]
+    (updated,) = fold_run_peaks(home, "20250101-000000", jobs)
+    a, b = updated.job("a"), updated.job("b")
+    assert a is not None and b is not None
+    assert (a.micro_batch, a.accumulation, a.memory_basis) == (8, 2, "extrapolated")
+    assert a.memory_model().at(16) == (23000.0, "measured")
+    assert "22.5 GB at micro-batch 16 measured by run 20250101-000000" in a.note
+    assert [p.source for p in a.measured] == ["rehearsal", "rehearsal", "run 20250101-000000"]
+    assert b.measured == before_b.measured  # a rehearsal's results are not a run's peak
+    assert b.gpus == [0]  # placed again: a at 8 clips leaves room for b
+    assert load_plan(home, "full", "cpu") == updated
+    assert latest_plan_path(home, "full", "cuda").read_text() == cuda_before
+
+    cuda_job = finished_run_job(tmp_path / "gpu", "a", device="cuda:0", micro=4, peak=9000.0)
+    (on_cuda,) = fold_run_peaks(home, "20250102-000000", [cuda_job])
+    cuda_a = on_cuda.job("a")
+    assert cuda_a is not None and cuda_a.memory_model().at(4) == (9000.0, "measured")
+    assert load_plan(home, "full", "cpu") == updated  # the CPU plan did not learn it
+
+
+def test_a_runs_peak_without_a_plan_changes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    job = finished_run_job(tmp_path, "a", device="cpu", micro=16, peak=22000.0)
+    assert fold_run_peaks(home, "20250101-000000", [job]) == []
+    assert not (home / "plans").exists()
 
 
 # ---------------------------------------------------------------------------- config
@@ -120,7 +279,7 @@ def results_of(job: dict) -> dict:
 
 
 def test_rehearsal_measures_each_job_alone_and_writes_the_plan(
-    spawned: Path, orch_env: Path
+    spawned: Path, orch_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study_with_inputs(spawned)
     result = runner.invoke(app, ["train", "--rehearse", "--plan-gpus", "0:4096", "--json",
@@ -129,24 +288,29 @@ def test_rehearsal_measures_each_job_alone_and_writes_the_plan(
     run = json.loads(result.stdout)
     assert run["command"] == "rehearse"
     jobs = {j["name"]: j for j in run["jobs"]}
-    assert sorted(jobs) == ["alpha-mb1", "alpha-mb2", "beta-mb1", "beta-mb2"]
+    assert sorted(jobs) == ["alpha", "beta"]  # one job a variant measures both sizes
     assert all(j["stage"] == "done" for j in jobs.values())
     spans = sorted((results_of(j)["start"], results_of(j)["end"]) for j in jobs.values())
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # one at a time
-    alpha = json.loads((Path(jobs["alpha-mb2"]["output_dir"]) / "rehearsal.json").read_text())
+    alpha = json.loads((Path(jobs["alpha"]["output_dir"]) / "rehearsal.json").read_text())
     stand_in = str(Path(run["artifacts"]["rehearsal-assets"]).parent / "motion-stand-in.pt")
-    assert alpha["micro_batch"] == 2 and alpha["stand_in"] == stand_in
+    assert [p["micro_batch"] for p in alpha["points"]] == [1, 2]
+    assert alpha["stand_in"] == stand_in
     assert alpha["motion"] == stand_in  # the input's stand-in, not ckpt/real.pt
-    assert "--rehearse" in results_of(jobs["beta-mb1"])["argv"]
+    argv = results_of(jobs["beta"])["argv"]
+    assert "--rehearse" in argv and "--micro-batch" not in argv
 
     plan = json.loads(Path(run["artifacts"]["plan"]).read_text())
-    # memory(m) = 1000 + 500 m; on 4 GB with the context and slack, 2 clips a micro-batch
+    # memory(m) = max(1000 + 500 m, 1200 for evaluation); on 4 GB with the context and
+    # slack, 2 clips a micro-batch
     assert {j["variant"]: j["micro_batch"] for j in plan["jobs"]} == {"alpha": 2, "beta": 2}
     assert {j["variant"]: j["accumulation"] for j in plan["jobs"]} == {"alpha": 4, "beta": 4}
+    assert {(j["precision"], j["other_phases_mb"]) for j in plan["jobs"]} == {("fp32", 1200.0)}
     assert sorted(len(j["gpus"]) for j in plan["jobs"]) == [0, 1]  # the second one waits
     assert load_plan(orch_env, "tiny", "cpu") is not None
     again = runner.invoke(app, ["train", "--rehearse", "--plan-gpus", "0:4096", "--plain"])
-    assert "plan for tiny" in again.stdout and "2 x 4" in again.stdout
+    assert "plan for tiny (measured on cpu in fp32" in again.stdout
+    assert "2 x 4" in again.stdout and "2.0 GB (measured)" in again.stdout
 
     trained = runner.invoke(app, ["train", "--json", "--plain"])  # follows the plan
     assert trained.exit_code == 0, trained.output
@@ -157,6 +321,20 @@ def test_rehearsal_measures_each_job_alone_and_writes_the_plan(
         assert results_of(job)["device"] == "cpu"
     alpha_argv = results_of(json.loads(trained.stdout)["jobs"][0])["argv"]
     assert alpha_argv[alpha_argv.index("--motion") + 1] == str(spawned / "ckpt" / "real.pt")
+
+    # A run that peaks at 3.5 GB at 2 clips teaches the plan: 2 clips no longer fit 4 GB.
+    monkeypatch.setenv("FAKE_PEAK_MB", "3500")
+    peaked = runner.invoke(app, ["train", "alpha", "--json", "--plain"])
+    assert peaked.exit_code == 0, peaked.output
+    learned = load_plan(orch_env, "tiny", "cpu")
+    assert learned is not None
+    alpha_plan = learned.job("alpha")
+    assert alpha_plan is not None and (alpha_plan.micro_batch, alpha_plan.accumulation) == (1, 8)
+    assert alpha_plan.memory_model().at(2) == (3500.0, "measured")
+    assert f"measured by run {json.loads(peaked.stdout)['run_id']}" in alpha_plan.note
+    follows = runner.invoke(app, ["train", "alpha", "--json", "--plain"])
+    (job,) = json.loads(follows.stdout)["jobs"]
+    assert job["micro_batch"] == 1
 
 
 def test_device_is_passed_explicitly_and_resources_differ_per_preset(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -62,6 +64,26 @@ def test_precision_names_what_the_forward_computes_in():
     assert runtime.select_precision("cpu").name == "fp32"
     assert runtime.select_precision("cuda", bf16_supported=True).name == "bf16"
     assert runtime.select_precision("cuda", bf16_supported=False).name == "fp16"
+
+
+def test_a_rehearsal_on_the_cpu_steps_in_the_precision_of_the_cuda_run():
+    """bf16 where the CPU computes it natively and the preset uses autocast; else fp32."""
+    assert runtime.rehearsal_precision("cpu", cpu_bf16=True).name == "bf16"
+    assert runtime.rehearsal_precision("cpu", cpu_bf16=False).name == "fp32"
+    assert runtime.rehearsal_precision("cpu", enabled=False, cpu_bf16=True).name == "fp32"
+    assert not runtime.rehearsal_precision("cpu", cpu_bf16=True).needs_grad_scaler
+    # A plain CPU run is unchanged: fp32.
+    assert runtime.select_precision("cpu").name == "fp32"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak reset needs Linux")
+def test_peak_memory_on_the_cpu_can_be_reset_to_what_is_held_now():
+    cpu = torch.device("cpu")
+    big = torch.ones(512 * 2**20 // 4)  # 512 MiB, touched
+    del big
+    high = runtime.peak_memory_mb(cpu)
+    assert runtime.reset_peak_memory(cpu)
+    assert high - runtime.peak_memory_mb(cpu) > 400
 
 
 def test_peak_memory_on_the_cpu_is_the_process_peak_rss():

@@ -66,7 +66,8 @@ def test_micro_batch_must_divide_the_batch():
         TrainConfig(epochs=1, batch_size=8, lr=1e-3, train_clips=16, eval_clips=2, micro_batch=3)
     cut = TrainConfig(epochs=5, batch_size=8, lr=1e-3, train_clips=100, eval_clips=50,
                       micro_batch=2).rehearsal()
-    assert (cut.epochs, cut.train_clips, cut.eval_clips, cut.strip_clips) == (1, 2, 1, 1)
+    # The clips of its two measured steps (1 and 2 clips), one held-out clip.
+    assert (cut.epochs, cut.train_clips, cut.eval_clips, cut.strip_clips) == (1, 3, 1, 1)
     assert (cut.batch_size, cut.micro_batch, cut.accumulation) == (8, 2, 4)
     assert cut.rehearsal() == cut  # applying it twice changes nothing
 
@@ -115,7 +116,7 @@ def _train_regression(tmp_path: Path, micro_batch: int | None):
     optimizer = _Optimizer.for_experiment(experiment, config, precision, total_steps=2)
     loop = _EpochLoop(config=config, seed=0, total_steps=2, device=torch.device("cpu"),
                       precision=precision, log=EventLog(tmp_path / f"{micro_batch}.jsonl"),
-                      step=0, step_clips=config.batch_size)
+                      step=0)
     losses, logs = loop.train_epoch(experiment, optimizer, epoch=1)
     return experiment, losses, logs
 

@@ -1,27 +1,31 @@
-"""--rehearse: one micro-step at the preset's true shapes, measured into rehearsal.json, for
-every variant's train entry point (micro preset)."""
+"""--rehearse: one step at each of two micro-batch sizes at the preset's true shapes, each
+measured into rehearsal.json, for every variant's train entry point (micro preset)."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from branches.baseline import train as baseline_train
 from branches.joint_i3d import train as joint_train
 from branches.joint_i3d.model import JointI3DExperiment
 from branches.slowfast_frozen import train as slowfast_train
+from shared import runtime
 from shared.data import TRAJECTORY_CLASSES
 from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.motion.i3d import InceptionI3d, i3d_config
 from shared.motion.pretrain import save_motion_checkpoint
 from shared.motion.slowfast import SlowFastR50, slowfast_config
+from shared.rehearsal import FlopCount, RehearsalMeter, rehearsal_micro_batches
 from shared.testing import write_micro_tokenizer
 
-FIELDS = {"micro_batch", "batch_size", "accumulation", "device", "precision", "memory_source",
-          "peak_memory_mb", "peak_allocated_mb", "flops_per_micro_batch", "step_seconds",
-          "parameters"}
+FIELDS = {"batch_size", "micro_batch", "accumulation", "device", "precision", "memory_source",
+          "points", "phases", "peak_memory_mb", "parameters"}
+POINT_FIELDS = {"micro_batch", "peak_memory_mb", "peak_allocated_mb", "step_seconds", "flops"}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def _rehearse(variant, output, checkpoints, *extra):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_rehearsal_runs_one_micro_step_and_writes_what_it_costs(
+def test_rehearsal_steps_at_one_and_two_clips_and_writes_what_each_costs(
         tmp_path, checkpoints, monkeypatch, variant):
     _, experiment_class, _ = VARIANTS[variant]
     micro_clips: list[int] = []
@@ -70,42 +74,85 @@ def test_rehearsal_runs_one_micro_step_and_writes_what_it_costs(
     output = tmp_path / "run"
     results = _rehearse(variant, output, checkpoints, "--micro-batch", "2")
 
-    # One micro-step of the micro-batch asked for, then the FLOP count's pass, clip by clip.
-    assert micro_clips == [2, 1, 1]
+    # One step of one clip, one of two clips, each a single micro-batch; no other pass.
+    assert micro_clips == [1, 2]
     rehearsal = json.loads((output / "rehearsal.json").read_text())
     assert set(rehearsal) == FIELDS
     assert (rehearsal["micro_batch"], rehearsal["batch_size"], rehearsal["accumulation"]) == \
         (2, 8, 4)  # the accumulation the real run would do, recorded, not executed
-    assert (rehearsal["device"], rehearsal["precision"]) == ("cpu", "fp32")
-    assert rehearsal["memory_source"] == "process_peak_rss"
-    assert rehearsal["peak_memory_mb"] > 0 and rehearsal["peak_allocated_mb"] is None
-    assert rehearsal["flops_per_micro_batch"] > 0 and rehearsal["step_seconds"] > 0
+    assert rehearsal["device"] == "cpu" and rehearsal["memory_source"] == "process_peak_rss"
+    # The micro preset trains under autocast on CUDA: its CPU rehearsal steps in bf16.
+    assert rehearsal["precision"] == runtime.rehearsal_precision("cpu").name
+    points = rehearsal["points"]
+    assert [p["micro_batch"] for p in points] == [1, 2]
+    for point in points:
+        assert set(point) == POINT_FIELDS
+        assert point["peak_memory_mb"] > 0 and point["peak_allocated_mb"] is None
+        assert point["flops"] > 0 and point["step_seconds"] > 0
+    assert set(rehearsal["phases"]) == {"setup", "evaluation"}
+    peaks = [p["peak_memory_mb"] for p in points]
+    peaks += [phase["peak_memory_mb"] for phase in rehearsal["phases"].values()]
+    assert rehearsal["peak_memory_mb"] == max(peaks)
     assert rehearsal["parameters"] == results["parameters"]
 
-    # Everything a run writes, cut short: one epoch, 2 training clips, 1 held-out clip.
+    # Everything a run writes, cut short: one epoch, 3 training clips, 1 held-out clip.
     on_disk = json.loads((output / "results.json").read_text())
     assert on_disk["status"] == "success" and on_disk["config"]["rehearsal"] is True
     train = on_disk["config"]["train"]
-    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 2, 1)
+    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 3, 1)
     assert (train["micro_batch"], train["accumulation"]) == (2, 4)
     assert len(on_disk["history"]) == 1 and (output / "checkpoints" / "last.pt").is_file()
     events = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()]
     start = events[0]
-    assert (start["rehearsal"], start["total_steps"], start["micro_batch"]) == (True, 1, 2)
+    assert (start["rehearsal"], start["total_steps"], start["micro_batch"]) == (True, 2, 2)
+    assert [e["step"] for e in events if e["event"] == "progress"][-1] == 2
     assert events[-1]["event"] == "end"
     if variant == "joint-i3d":
         assert on_disk["config"]["probe_clips"] == 1
 
 
-def test_rehearsal_flops_are_per_micro_batch(tmp_path, checkpoints):
-    """Without --micro-batch the micro-batch is the whole batch, and a step's FLOPs grow with
-    its clips: every operation of the baseline's predictor works per clip."""
-    _rehearse("baseline", tmp_path / "whole", checkpoints)
-    _rehearse("baseline", tmp_path / "two", checkpoints, "--micro-batch", "2")
-    whole, two = (json.loads((tmp_path / name / "rehearsal.json").read_text())
-                  for name in ("whole", "two"))
-    assert (whole["micro_batch"], whole["accumulation"]) == (8, 1)
-    assert whole["flops_per_micro_batch"] == 4 * two["flops_per_micro_batch"]
+def test_rehearsal_flops_grow_with_the_clips_of_a_step(tmp_path, checkpoints):
+    """Every operation of the baseline's predictor works per clip: two clips, twice the FLOPs."""
+    _rehearse("baseline", tmp_path / "run", checkpoints)
+    one, two = json.loads((tmp_path / "run" / "rehearsal.json").read_text())["points"]
+    assert two["flops"] == 2 * one["flops"]
+
+
+def test_rehearsal_micro_batches_are_the_two_smallest_divisors():
+    assert rehearsal_micro_batches(16) == [1, 2]
+    assert rehearsal_micro_batches(9) == [1, 3]
+    assert rehearsal_micro_batches(1) == [1]
+
+
+def test_flop_count_counts_what_flop_counter_mode_counts():
+    """The rehearsal's own counter (no module tracking, so it holds no tensor) uses torch's
+    formulas: same total, forward and backward, convolutions and matmuls."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.GELU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 8 * 8, 5))
+    x = torch.randn(2, 3, 4, 8, 8)
+    totals = []
+    for counter in (FlopCount(), FlopCounterMode(display=False)):
+        with counter:
+            model(x).square().sum().backward()
+        totals.append(counter.total if isinstance(counter, FlopCount)
+                      else counter.get_total_flops())
+    assert totals[0] == totals[1] > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak reset needs Linux")
+def test_each_measured_step_has_its_own_peak():
+    """A big allocation in the first measured step does not show in the second's peak."""
+    meter = RehearsalMeter(torch.device("cpu"))
+    with meter.measure(1):
+        big = torch.ones(512 * 2**20 // 4)  # 512 MiB, touched
+        del big
+    with meter.measure(2):
+        small = torch.ones(16 * 2**20 // 4)
+        del small
+    first, second = meter.points
+    assert first.peak_memory_mb - second.peak_memory_mb > 400
+    assert set(meter.phases) == {"setup"}
 
 
 def test_a_rehearsal_starts_fresh_even_with_resume(tmp_path, checkpoints, capsys):
@@ -117,12 +164,12 @@ def test_a_rehearsal_starts_fresh_even_with_resume(tmp_path, checkpoints, capsys
     starts = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()
               if '"start"' in line]
     assert starts[-1]["resumed_from_epoch"] == 0
-    assert json.loads((output / "rehearsal.json").read_text())["step_seconds"] > 0
+    assert len(json.loads((output / "rehearsal.json").read_text())["points"]) == 2
 
 
 def test_optimizer_state_allocated_up_front_gives_the_same_steps():
-    """A rehearsal allocates AdamW's moments before its one step, so that step's backward holds
-    them; the updates are those of the lazily allocated state."""
+    """A rehearsal allocates AdamW's moments before its first step, so that step's backward
+    holds them; the updates are those of the lazily allocated state."""
     from shared.training import _Optimizer
 
     torch.manual_seed(0)
