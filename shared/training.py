@@ -103,10 +103,11 @@ class TrainConfig:
         return rehearsal_micro_batches(self.batch_size)
 
     def rehearsal(self) -> TrainConfig:
-        """This config cut to a rehearsal's length: one epoch of the clips of its measured
-        steps, one held-out clip (also the strip's). Shapes, model and the real run's
-        micro-batch stay as they are, so the memory and the cost of a step are the run's."""
-        return replace(self, epochs=1, train_clips=sum(self.rehearsal_micro_batches),
+        """This config cut to a rehearsal's length: one epoch of the clips of its largest
+        measured step (the smaller steps take the first of them), one held-out clip (also the
+        strip's). Shapes, model and the real run's micro-batch stay as they are, so the memory
+        and the cost of a step are the run's."""
+        return replace(self, epochs=1, train_clips=max(self.rehearsal_micro_batches),
                        eval_clips=min(self.eval_clips, REHEARSAL_EVAL_CLIPS),
                        strip_clips=min(self.strip_clips, REHEARSAL_EVAL_CLIPS))
 
@@ -435,15 +436,16 @@ class _EpochLoop:
 
     def rehearse_epoch(self, experiment: Experiment, optimizer: _Optimizer, epoch: int
                        ) -> tuple[list[float], list[dict[str, float]]]:
-        """A rehearsal's epoch: one optimizer step at each measured micro-batch size, on
-        clips of its own, each a single micro-batch measured by the meter (the batch is
-        built before, so its data loading is not in the step)."""
+        """A rehearsal's epoch: one optimizer step at each measured micro-batch size, each a
+        single micro-batch measured by the meter, on the first clips of the epoch's order
+        (a frozen tokenizer's latent cache then encodes only the largest step's clips). The
+        batch is built before the step, so its data loading is not in the step."""
         experiment.trainable.train()
         sizes = self.config.rehearsal_micro_batches
-        order = epoch_order(self.seed, epoch, sum(sizes))
+        order = epoch_order(self.seed, epoch, max(sizes))
         progress, losses, logs = _Progress(), [], []
-        for size, start in zip(sizes, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True):
-            batch = next(iter(experiment.train_batches(order[start:start + size], size)))
+        for size in sizes:
+            batch = next(iter(experiment.train_batches(order[:size], size)))
             with self.meter.measure(size):
                 loss, step_logs = self._train_step(experiment, optimizer, batch, size, size)
             progress = self._after_step(progress, size, loss, epoch=epoch, lr=optimizer.lr)

@@ -66,8 +66,8 @@ def test_micro_batch_must_divide_the_batch():
         TrainConfig(epochs=1, batch_size=8, lr=1e-3, train_clips=16, eval_clips=2, micro_batch=3)
     cut = TrainConfig(epochs=5, batch_size=8, lr=1e-3, train_clips=100, eval_clips=50,
                       micro_batch=2).rehearsal()
-    # The clips of its two measured steps (1 and 2 clips), one held-out clip.
-    assert (cut.epochs, cut.train_clips, cut.eval_clips, cut.strip_clips) == (1, 3, 1, 1)
+    # The clips of its largest measured step (of 1 and 2 clips), one held-out clip.
+    assert (cut.epochs, cut.train_clips, cut.eval_clips, cut.strip_clips) == (1, 2, 1, 1)
     assert (cut.batch_size, cut.micro_batch, cut.accumulation) == (8, 2, 4)
     assert cut.rehearsal() == cut  # applying it twice changes nothing
 

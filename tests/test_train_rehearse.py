@@ -95,11 +95,11 @@ def test_rehearsal_steps_at_one_and_two_clips_and_writes_what_each_costs(
     assert rehearsal["peak_memory_mb"] == max(peaks)
     assert rehearsal["parameters"] == results["parameters"]
 
-    # Everything a run writes, cut short: one epoch, 3 training clips, 1 held-out clip.
+    # Everything a run writes, cut short: one epoch, 2 training clips, 1 held-out clip.
     on_disk = json.loads((output / "results.json").read_text())
     assert on_disk["status"] == "success" and on_disk["config"]["rehearsal"] is True
     train = on_disk["config"]["train"]
-    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 3, 1)
+    assert (train["epochs"], train["train_clips"], train["eval_clips"]) == (1, 2, 1)
     assert (train["micro_batch"], train["accumulation"]) == (2, 4)
     assert len(on_disk["history"]) == 1 and (output / "checkpoints" / "last.pt").is_file()
     events = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()]
