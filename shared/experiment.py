@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shared.data.clips import LoaderSettings
 from shared.events import EventLog
 
 
@@ -26,6 +27,9 @@ class Experiment(abc.ABC):
     """
 
     trainable: nn.Module
+    # How ``train_batches`` makes batches of videos: set by the loop from the training config
+    # (DataLoader workers) and the device (pinned memory on CUDA).
+    loader: LoaderSettings = LoaderSettings()
 
     @abc.abstractmethod
     def frozen_modules(self) -> list[nn.Module]:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from shared.data import stack_videos
+from shared.data import stack_videos, video_batches
 from shared.events import EventLog
 from shared.experiment import Experiment, index_batches
 from shared.latent_cache import ClipCache
@@ -234,20 +234,26 @@ class FrozenTokenizerExperiment(Experiment):
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
         cached = self._cached
         code_dim = self.tokenizer.config.code_dim
-        for chunk in index_batches(order, batch_size):
+        chunks = list(index_batches(order, batch_size))
+        needs_videos = "context_index" not in cached or (
+            "condition" not in cached and self.condition is not None)
+        # Rendered (in the loader's workers, if any) only when a cache lacks something.
+        rendered = video_batches(self.train_set, chunks, self.loader) if needs_videos else None
+        for chunk in chunks:
             batch: dict[str, torch.Tensor] = {}
-            videos = None  # rendered only for what no cache holds, and at most once
+            videos = (next(rendered).to(self.device, non_blocking=True)
+                      if rendered is not None else None)
             if "context_index" in cached:
                 for part in ("context", "future"):
                     batch[f"{part}_codes"] = indices_to_codes(cached[f"{part}_index"][chunk],
                                                               code_dim)
             else:
-                videos = self._videos(chunk)
+                assert videos is not None
                 batch |= self.frozen_latents(videos)
             if "condition" in cached:
                 batch["condition"] = cached["condition"][chunk]
             elif self.condition is not None:
-                videos = videos if videos is not None else self._videos(chunk)
+                assert videos is not None
                 batch["condition"] = self.frozen_condition(videos)
             yield {key: value.to(self.device) for key, value in batch.items()}
 

@@ -39,6 +39,7 @@ import torch
 from orchestrator.formats import RESULTS_SCHEMA, write_json_atomic
 from shared import runtime
 from shared.checkpoint import save_checkpoint
+from shared.data import LoaderSettings
 from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, SharedError
 from shared.evaluation import Evaluator
 from shared.events import EventLog
@@ -71,8 +72,11 @@ class TrainConfig:
     strip_clips: int = 4
     amp: bool = True
     micro_batch: int | None = None  # clips per forward and backward; None: the whole batch
+    loader_workers: int = 0  # DataLoader processes making training batches; 0: the loop's thread
 
     def __post_init__(self) -> None:
+        if self.loader_workers < 0:
+            raise ConfigError(f"train.loader_workers must be >= 0, got {self.loader_workers}")
         for name in ("epochs", "batch_size", "train_clips", "eval_clips", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
@@ -246,6 +250,8 @@ def _train(
     runtime.seed_everything(run.seed)
 
     _place(experiment, device)
+    experiment.loader = LoaderSettings(workers=config.loader_workers,
+                                       pin_memory=device.type == "cuda")
     if run.rehearse:
         # One step per measured micro-batch size, no accumulation: accumulating would not
         # change the peak of a micro-step.

@@ -69,7 +69,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from branches.joint_i3d.config import JointI3DConfig, JointLossConfig
-from shared.data import stack_videos
+from shared.data import stack_videos, video_batches
 from shared.events import EventLog
 from shared.experiment import Experiment, index_batches
 from shared.latent_experiment import (
@@ -193,9 +193,13 @@ class JointI3DExperiment(Experiment):
         return weight_b
 
     def train_batches(self, order: torch.Tensor, batch_size: int) -> Iterator[dict[str, Any]]:
-        for chunk in index_batches(order, batch_size):
+        chunks = list(index_batches(order, batch_size))
+        # Clips rendered in the loader's workers when it has some (the full preset), a few
+        # batches ahead of the step; pinned on CUDA, so the copy need not wait.
+        for chunk, videos in zip(chunks, video_batches(self.train_set, chunks, self.loader),
+                                 strict=True):
             # recon_weight stays on the CPU: the loss reads it without a device sync.
-            yield {"video": stack_videos(self.train_set, chunk).to(self.device),
+            yield {"video": videos.to(self.device, non_blocking=True),
                    "recon_weight": self.recon_weights(len(chunk))}
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

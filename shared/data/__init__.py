@@ -3,7 +3,14 @@
 Both datasets yield {"video": float32 (3, T, H, W) in [-1, 1], "label": int, "index": int}.
 """
 
-from shared.data.clips import check_frame_counts, from_model_range, stack_videos, to_model_range
+from shared.data.clips import (
+    LoaderSettings,
+    check_frame_counts,
+    from_model_range,
+    stack_videos,
+    to_model_range,
+    video_batches,
+)
 from shared.data.files import VideoFileDataset, load_video_file, open_video_array
 from shared.data.trajectories import (
     SHAPES,
@@ -16,6 +23,8 @@ from shared.data.trajectories import (
 )
 
 __all__ = [
+    "LoaderSettings",
+    "video_batches",
     "SHAPES",
     "TRAJECTORY_CLASSES",
     "TRAJECTORY_PRESETS",

@@ -8,12 +8,13 @@ and the context a predictor sees must end on a group boundary too, i.e. hold 1 +
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from shared.errors import ConfigError, DataError
 
@@ -73,3 +74,31 @@ def from_model_range(video: torch.Tensor) -> np.ndarray:
 def stack_videos(dataset: Dataset[dict[str, Any]], indices: Iterable[int]) -> torch.Tensor:
     """The ``video`` of each of the dataset's items ``indices``, stacked: (B, 3, T, H, W)."""
     return torch.stack([dataset[i]["video"] for i in indices])
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How training batches of videos are made: in ``workers`` DataLoader processes (0: on
+    the calling thread) and, for a CUDA run, in pinned memory so the copy to the GPU can
+    overlap the step."""
+
+    workers: int = 0
+    pin_memory: bool = False
+
+
+def video_batches(dataset: Dataset[dict[str, Any]], chunks: list[list[int]],
+                  loader: LoaderSettings) -> Iterator[torch.Tensor]:
+    """``stack_videos`` of each chunk of indices, in order. With workers, the clips are
+    rendered (or read from a --data file) in DataLoader processes, a few batches ahead of the
+    training step, instead of on its thread."""
+    if loader.workers == 0:
+        for chunk in chunks:
+            batch = stack_videos(dataset, chunk)
+            yield batch.pin_memory() if loader.pin_memory else batch
+        return
+    yield from DataLoader(dataset, batch_sampler=chunks, num_workers=loader.workers,
+                          pin_memory=loader.pin_memory, collate_fn=_stack_items)
+
+
+def _stack_items(items: list[dict[str, Any]]) -> torch.Tensor:
+    return torch.stack([item["video"] for item in items])
