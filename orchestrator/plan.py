@@ -44,6 +44,9 @@ FRAGMENTATION = 0.05  # the allocator's slack over the peak it reserved, as a fr
 REHEARSAL_FILE = "rehearsal.json"
 PLAN_FILE = "plan.json"
 REHEARSAL_SOURCE = "rehearsal"  # what measured a plan's point, unless a run did
+# The throughput an epoch's time is estimated at: bf16 training sustains roughly a third of
+# an A100's 312 TFLOP/s dense peak, a tenth of an H100's; the plan prints the figure it used.
+SUSTAINED_TFLOPS = 100.0
 
 
 # ---------------------------------------------------------------------------- rehearsal.json
@@ -66,6 +69,13 @@ class PhasePeak(Record):
     peak_allocated_mb: float | None = None
 
 
+class RunShape(Record):
+    """The run a rehearsal stands for: its epochs and optimizer steps per epoch."""
+
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+
+
 class Measurement(Record):
     """One rehearsal.json: a job's measured steps and the phases around them."""
 
@@ -75,6 +85,7 @@ class Measurement(Record):
     memory_source: str  # cuda_max_memory_reserved or process_peak_rss
     points: tuple[Point, ...]  # one per measured micro-batch size, ascending
     phases: dict[str, PhasePeak]  # setup, evaluation
+    run: RunShape = RunShape()  # absent in rehearsal.json files of before it was recorded
 
     @model_validator(mode="after")
     def _usable_points(self) -> Measurement:
@@ -181,10 +192,19 @@ class JobPlan:
     precision: str = ""  # what the rehearsal's steps computed in
     other_phases_mb: float = 0.0  # the floor: setup's and evaluation's peak
     measured: list[MeasuredPeak] = field(default_factory=list)
+    steps_per_epoch: int | None = None  # of the real run, as the rehearsal recorded it
+    epochs: int | None = None
 
     @property
     def planned_mb(self) -> float:
         return self.memory_mb + self.margin_mb
+
+    def epoch_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float | None:
+        """Hours of one epoch's training steps at ``tflops`` sustained (evaluation not
+        included), from the rehearsal's FLOPs per step."""
+        if not self.flops_per_step or not self.steps_per_epoch:
+            return None
+        return self.flops_per_step * self.steps_per_epoch / (tflops * 1e12) / 3600
 
     @property
     def floor_dominates(self) -> bool:
@@ -284,8 +304,9 @@ def build_plan(preset: str, measurements: dict[str, Measurement],
     """Per variant (its rehearsal.json): micro-batch, memory at it and its GPU(s) on
     ``inventory``."""
     capacity = largest_gpu_mb(inventory)
-    jobs = [plan_job(variant, MemoryModel.fit(m), m.batch_size, capacity,
-                     precision=m.precision, flops_per_step=m.flops_per_step)
+    jobs = [replace(plan_job(variant, MemoryModel.fit(m), m.batch_size, capacity,
+                             precision=m.precision, flops_per_step=m.flops_per_step),
+                    steps_per_epoch=m.run.steps_per_epoch, epochs=m.run.epochs)
             for variant, m in measurements.items()]
     sample = next(iter(measurements.values()))
     plan = Plan(preset=preset, measured_on=sample.device_kind,
@@ -376,10 +397,12 @@ def with_peaks(plan: Plan, peaks: dict[str, dict[int, float]], source: str) -> P
         new = {m: p for m, p in peaks.get(job.variant, {}).items() if job.batch_size % m == 0}
         model = job.memory_model()
         sources = {p.micro_batch: p.source for p in job.measured if p.source != REHEARSAL_SOURCE}
-        jobs.append(plan_job(job.variant, replace(model, measured={**model.measured, **new}),
-                             job.batch_size, capacity, precision=job.precision,
-                             flops_per_step=job.flops_per_step,
-                             sources={**sources, **dict.fromkeys(new, source)}))
+        replanned_job = plan_job(job.variant, replace(model, measured={**model.measured, **new}),
+                                 job.batch_size, capacity, precision=job.precision,
+                                 flops_per_step=job.flops_per_step,
+                                 sources={**sources, **dict.fromkeys(new, source)})
+        jobs.append(replace(replanned_job, steps_per_epoch=job.steps_per_epoch,
+                            epochs=job.epochs))
     replanned = replace(plan, jobs=jobs)
     place(replanned)
     return replanned

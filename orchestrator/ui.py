@@ -177,21 +177,31 @@ def fmt_memory(mb: float | None) -> str:
     return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
+def _fmt_hours(hours: float | None) -> str:
+    if hours is None:
+        return "-"
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+
+
 def plan_table(plan: Plan) -> Table:
     """Per job: micro-batch x accumulation, memory there (and how it is known), per clip,
     the other phases' floor where it sets the peak, the planned memory, GPU, note."""
+    from orchestrator.plan import SUSTAINED_TFLOPS
+
     gpus = ", ".join(f"{g.index}:{fmt_memory(g.total_mb)}" for g in plan.inventory) or "none"
     t = Table(title=f"plan for {plan.preset} (measured on {plan.measured_on} in "
-              f"{plan.precision}, {plan.memory_source}; GPUs {gpus})", show_edge=False,
+              f"{plan.precision}, {plan.memory_source}; GPUs {gpus}; an epoch's steps at "
+              f"{SUSTAINED_TFLOPS:.0f} TFLOP/s sustained)", show_edge=False,
               header_style="bold")
     for c in ("variant", "micro x accum", "memory", "per clip", "other phases", "planned",
-              "gpu", "note"):
+              "epoch", "gpu", "note"):
         t.add_column(c)
     for j in plan.jobs:
         t.add_row(j.variant, f"{j.micro_batch} x {j.accumulation}",
                   f"{fmt_memory(j.memory_mb)} ({j.memory_basis})",
                   fmt_memory(j.per_clip_mb),
                   f"{fmt_memory(j.other_phases_mb)} (sets the peak)" if j.floor_dominates else "",
-                  fmt_memory(j.planned_mb), ",".join(map(str, j.gpus)) or "-",
+                  fmt_memory(j.planned_mb), _fmt_hours(j.epoch_hours()),
+                  ",".join(map(str, j.gpus)) or "-",
                   j.note if j.fits else f"[red]fits no GPU: {j.note}[/]")
     return t

@@ -144,4 +144,5 @@ def write_rehearsal(
         "phases": meter.phases,
         "peak_memory_mb": max(peaks),
         "parameters": experiment.parameter_counts(),
+        "run": {"epochs": config.run_epochs, "steps_per_epoch": config.run_steps_per_epoch},
     })

@@ -73,6 +73,9 @@ class TrainConfig:
     amp: bool = True
     micro_batch: int | None = None  # clips per forward and backward; None: the whole batch
     loader_workers: int = 0  # DataLoader processes making training batches; 0: the loop's thread
+    # A rehearsal's config: the epochs and optimizer steps per epoch of the run it stands for.
+    run_epochs: int | None = None
+    run_steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         if self.loader_workers < 0:
@@ -111,7 +114,11 @@ class TrainConfig:
         measured step (the smaller steps take the first of them), one held-out clip (also the
         strip's). Shapes, model and the real run's micro-batch stay as they are, so the memory
         and the cost of a step are the run's."""
+        if self.run_epochs is not None:
+            return self  # already cut
         return replace(self, epochs=1, train_clips=max(self.rehearsal_micro_batches),
+                       run_epochs=self.epochs,
+                       run_steps_per_epoch=math.ceil(self.train_clips / self.batch_size),
                        eval_clips=min(self.eval_clips, REHEARSAL_EVAL_CLIPS),
                        strip_clips=min(self.strip_clips, REHEARSAL_EVAL_CLIPS))
 

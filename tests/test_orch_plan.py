@@ -18,10 +18,13 @@ from orchestrator.formats import JobState, RunState, Stage, collect_warnings
 from orchestrator.plan import (
     CUDA_CONTEXT_MB,
     REHEARSAL_FILE,
+    SUSTAINED_TFLOPS,
     Measurement,
     MemoryModel,
     PhasePeak,
+    Plan,
     Point,
+    RunShape,
     build_plan,
     choose_micro_batch,
     fold_run_peaks,
@@ -100,6 +103,28 @@ def test_plan_places_jobs_and_names_the_one_that_fits_nowhere() -> None:
     assert (big.precision, small.precision, plan.precision) == ("bf16", "fp32", "bf16/fp32")
     assert (small.other_phases_mb, small.floor_dominates) == (6000.0, False)  # 18 GB > 6 GB
     assert not big.floor_dominates
+
+
+def test_the_plan_estimates_an_epoch_from_the_flops_and_the_real_runs_steps() -> None:
+    """2e12 FLOPs per clip-step, batch 16, 625 steps an epoch: 2e16 FLOPs, 200 s at 100
+    TFLOP/s sustained; a rehearsal.json without its run's shape gives no estimate."""
+    shaped = rehearsed((1, 3000.0), (2, 4000.0)).model_copy(
+        update={"run": RunShape(epochs=50, steps_per_epoch=625)})
+    plan = build_plan("full", {"a": shaped, "b": rehearsed((1, 3000.0), (2, 4000.0))},
+                      [Gpu(0, 81920, 81920)])
+    a, b = plan.job("a"), plan.job("b")
+    assert a is not None and b is not None
+    assert (a.steps_per_epoch, a.epochs) == (625, 50)
+    assert a.epoch_hours(SUSTAINED_TFLOPS) == pytest.approx(2e12 * 16 * 625 / 100e12 / 3600)
+    assert a.epoch_hours(50.0) == pytest.approx(2 * a.epoch_hours())
+    assert b.epoch_hours() is None
+    console = Console(width=250, record=True)
+    console.print(plan_table(plan))
+    text = console.export_text()
+    assert "3 min" in text and "100 TFLOP/s" in text
+    # plan.json keeps it.
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.job("a") == a
 
 
 def test_the_plan_table_says_how_each_memory_is_known() -> None:

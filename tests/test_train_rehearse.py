@@ -24,7 +24,7 @@ from shared.rehearsal import FlopCount, RehearsalMeter, rehearsal_micro_batches
 from shared.testing import write_micro_tokenizer
 
 FIELDS = {"batch_size", "micro_batch", "accumulation", "device", "precision", "memory_source",
-          "points", "phases", "peak_memory_mb", "parameters"}
+          "points", "phases", "peak_memory_mb", "parameters", "run"}
 POINT_FIELDS = {"micro_batch", "peak_memory_mb", "peak_allocated_mb", "step_seconds", "flops"}
 
 
@@ -94,6 +94,8 @@ def test_rehearsal_steps_at_one_and_two_clips_and_writes_what_each_costs(
     peaks += [phase["peak_memory_mb"] for phase in rehearsal["phases"].values()]
     assert rehearsal["peak_memory_mb"] == max(peaks)
     assert rehearsal["parameters"] == results["parameters"]
+    # The run it stands for: micro's 2 epochs of 32 clips in batches of 8.
+    assert rehearsal["run"] == {"epochs": 2, "steps_per_epoch": 4}
 
     # Everything a run writes, cut short: one epoch, 2 training clips, 1 held-out clip.
     on_disk = json.loads((output / "results.json").read_text())
