@@ -273,6 +273,7 @@ def choose_micro_batch(model: MemoryModel, batch_size: int, capacity_mb: float |
 
 def plan_job(variant: str, model: MemoryModel, batch_size: int, capacity_mb: float | None, *,
              precision: str, flops_per_step: float | None,
+             steps_per_epoch: int | None = None, epochs: int | None = None,
              sources: dict[int, str] | None = None) -> JobPlan:
     """One job's micro-batch and memory for a largest GPU of ``capacity_mb`` (None: no GPU).
     ``sources`` names what measured a point when it was not the rehearsal (a run)."""
@@ -290,7 +291,7 @@ def plan_job(variant: str, model: MemoryModel, batch_size: int, capacity_mb: flo
         margin_mb=margin_for(memory) if capacity_mb is not None else 0.0,
         fixed_mb=model.fixed_mb, per_clip_mb=model.per_clip_mb, fits=fits,
         note="; ".join(notes), flops_per_step=flops_per_step, precision=precision,
-        other_phases_mb=model.floor_mb,
+        other_phases_mb=model.floor_mb, steps_per_epoch=steps_per_epoch, epochs=epochs,
         measured=[MeasuredPeak(m, peak, sources.get(m, REHEARSAL_SOURCE))
                   for m, peak in sorted(model.measured.items())])
 
@@ -304,9 +305,9 @@ def build_plan(preset: str, measurements: dict[str, Measurement],
     """Per variant (its rehearsal.json): micro-batch, memory at it and its GPU(s) on
     ``inventory``."""
     capacity = largest_gpu_mb(inventory)
-    jobs = [replace(plan_job(variant, MemoryModel.fit(m), m.batch_size, capacity,
-                             precision=m.precision, flops_per_step=m.flops_per_step),
-                    steps_per_epoch=m.run.steps_per_epoch, epochs=m.run.epochs)
+    jobs = [plan_job(variant, MemoryModel.fit(m), m.batch_size, capacity,
+                     precision=m.precision, flops_per_step=m.flops_per_step,
+                     steps_per_epoch=m.run.steps_per_epoch, epochs=m.run.epochs)
             for variant, m in measurements.items()]
     sample = next(iter(measurements.values()))
     plan = Plan(preset=preset, measured_on=sample.device_kind,
@@ -397,12 +398,11 @@ def with_peaks(plan: Plan, peaks: dict[str, dict[int, float]], source: str) -> P
         new = {m: p for m, p in peaks.get(job.variant, {}).items() if job.batch_size % m == 0}
         model = job.memory_model()
         sources = {p.micro_batch: p.source for p in job.measured if p.source != REHEARSAL_SOURCE}
-        replanned_job = plan_job(job.variant, replace(model, measured={**model.measured, **new}),
-                                 job.batch_size, capacity, precision=job.precision,
-                                 flops_per_step=job.flops_per_step,
-                                 sources={**sources, **dict.fromkeys(new, source)})
-        jobs.append(replace(replanned_job, steps_per_epoch=job.steps_per_epoch,
-                            epochs=job.epochs))
+        jobs.append(plan_job(job.variant, replace(model, measured={**model.measured, **new}),
+                             job.batch_size, capacity, precision=job.precision,
+                             flops_per_step=job.flops_per_step,
+                             steps_per_epoch=job.steps_per_epoch, epochs=job.epochs,
+                             sources={**sources, **dict.fromkeys(new, source)}))
     replanned = replace(plan, jobs=jobs)
     place(replanned)
     return replanned

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "acceptance.json").write_text(json.dumps(
             {"preset": preset, "device": gpu_name or "cpu", "peak_tflops": peak,
              "rows": [asdict(r) for r in rows], "skipped": skipped}, indent=2))
-        print(f"figures: {folder / 'acceptance.json'}" if args.output else "", end="")
+        if args.output:
+            print(f"figures: {folder / 'acceptance.json'}")
     return 0
 
 

@@ -31,10 +31,6 @@ REHEARSAL_EVAL_CLIPS = 1
 REHEARSAL_POINTS = 2
 
 
-def rehearsal_micro_batches(batch_size: int) -> list[int]:
-    """The smallest micro-batch sizes that divide ``batch_size`` (1 and 2, or 1 alone)."""
-    return [m for m in range(1, batch_size + 1) if batch_size % m == 0][:REHEARSAL_POINTS]
-
 
 class FlopCount(TorchDispatchMode):
     """FLOPs of every operation ``torch.utils.flop_counter`` has a formula for (matmuls,

@@ -11,6 +11,7 @@ training steps take the precision of the CUDA run they measure for (``rehearsal_
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -284,16 +285,22 @@ def reset_peak_memory(device: torch.device) -> bool:
 
 def _return_free_heap() -> None:
     """glibc's malloc_trim(0): free heap pages back to the system (nothing elsewhere)."""
-    import ctypes
-    import ctypes.util
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """The C library's malloc_trim, looked up once in the symbols the process has loaded."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
     try:
-        ctypes.CDLL(name).malloc_trim(0)
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
     except (OSError, AttributeError):  # a C library without it (musl)
-        return
+        return None
 
 
 def _peak_rss_mb() -> float:

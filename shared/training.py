@@ -47,9 +47,9 @@ from shared.experiment import Experiment
 from shared.rehearsal import (
     REHEARSAL_EVAL_CLIPS,
     REHEARSAL_FILE,
+    REHEARSAL_POINTS,
     RehearsalMeter,
     StepMeter,
-    rehearsal_micro_batches,
     write_rehearsal,
 )
 
@@ -106,8 +106,9 @@ class TrainConfig:
 
     @property
     def rehearsal_micro_batches(self) -> list[int]:
-        """The micro-batch sizes a rehearsal takes one step at, ascending."""
-        return rehearsal_micro_batches(self.batch_size)
+        """The micro-batch sizes a rehearsal takes one step at: the smallest that divide the
+        batch (1 and 2, or 1 alone)."""
+        return self.micro_batch_choices[:REHEARSAL_POINTS]
 
     def rehearsal(self) -> TrainConfig:
         """This config cut to a rehearsal's length: one epoch of the clips of its largest

@@ -20,8 +20,9 @@ from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.motion.i3d import InceptionI3d, i3d_config
 from shared.motion.pretrain import save_motion_checkpoint
 from shared.motion.slowfast import SlowFastR50, slowfast_config
-from shared.rehearsal import FlopCount, RehearsalMeter, rehearsal_micro_batches
+from shared.rehearsal import FlopCount, RehearsalMeter
 from shared.testing import write_micro_tokenizer
+from shared.training import TrainConfig
 
 FIELDS = {"batch_size", "micro_batch", "accumulation", "device", "precision", "memory_source",
           "points", "phases", "peak_memory_mb", "parameters", "run"}
@@ -121,9 +122,11 @@ def test_rehearsal_flops_grow_with_the_clips_of_a_step(tmp_path, checkpoints):
 
 
 def test_rehearsal_micro_batches_are_the_two_smallest_divisors():
-    assert rehearsal_micro_batches(16) == [1, 2]
-    assert rehearsal_micro_batches(9) == [1, 3]
-    assert rehearsal_micro_batches(1) == [1]
+    def sizes(batch: int) -> list[int]:
+        return TrainConfig(epochs=1, batch_size=batch, lr=1e-3, train_clips=batch,
+                           eval_clips=1).rehearsal_micro_batches
+
+    assert (sizes(16), sizes(9), sizes(1)) == ([1, 2], [1, 3], [1])
 
 
 def test_flop_count_counts_what_flop_counter_mode_counts():

@@ -73,7 +73,7 @@ def from_model_range(video: torch.Tensor) -> np.ndarray:
 
 def stack_videos(dataset: Dataset[dict[str, Any]], indices: Iterable[int]) -> torch.Tensor:
     """The ``video`` of each of the dataset's items ``indices``, stacked: (B, 3, T, H, W)."""
-    return torch.stack([dataset[i]["video"] for i in indices])
+    return _stack_items([dataset[i] for i in indices])
 
 
 @dataclass(frozen=True)
@@ -101,4 +101,5 @@ def video_batches(dataset: Dataset[dict[str, Any]], chunks: list[list[int]],
 
 
 def _stack_items(items: list[dict[str, Any]]) -> torch.Tensor:
+    """The items' videos as one batch; also the DataLoader's collate function."""
     return torch.stack([item["video"] for item in items])
