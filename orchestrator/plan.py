@@ -70,10 +70,30 @@ class PhasePeak(Record):
 
 
 class RunShape(Record):
-    """The run a rehearsal stands for: its epochs and optimizer steps per epoch."""
+    """The run a rehearsal stands for: its epochs, optimizer steps per epoch, held-out clips
+    and evaluations."""
 
     epochs: int | None = None
     steps_per_epoch: int | None = None
+    eval_clips: int | None = None
+    evaluations: int | None = None
+
+
+class EvaluationPass(Record):
+    """One measured evaluation pass over the rehearsal's held-out clips."""
+
+    seconds: float
+    flops: float
+
+
+class EvaluationCost(Record):
+    """What the rehearsal's evaluation cost, and how the run evaluates."""
+
+    precision: str
+    every_epochs: int
+    clips: int  # the rehearsal's held-out clips, that the passes below scored
+    epoch: EvaluationPass | None = None  # the model's row, after each evaluated epoch
+    final: EvaluationPass | None = None  # reference rows and oracle, once at the end
 
 
 class Measurement(Record):
@@ -86,6 +106,7 @@ class Measurement(Record):
     points: tuple[Point, ...]  # one per measured micro-batch size, ascending
     phases: dict[str, PhasePeak]  # setup, evaluation
     run: RunShape = RunShape()  # absent in rehearsal.json files of before it was recorded
+    evaluation: EvaluationCost | None = None  # likewise
 
     @model_validator(mode="after")
     def _usable_points(self) -> Measurement:
@@ -108,6 +129,17 @@ class Measurement(Record):
         """FLOPs of one optimizer step of the whole batch: a step's FLOPs grow with its clips."""
         first = min(self.points, key=lambda p: p.micro_batch)
         return first.flops / first.micro_batch * self.batch_size if first.flops else None
+
+    @property
+    def evaluation_flops(self) -> float | None:
+        """FLOPs of the run's evaluations: each evaluated epoch's pass and the final one's,
+        per held-out clip as the rehearsal measured them, times the run's held-out clips."""
+        cost, run = self.evaluation, self.run
+        if cost is None or cost.epoch is None or not run.eval_clips or not run.evaluations:
+            return None
+        per_clip = (run.evaluations * cost.epoch.flops
+                    + (cost.final.flops if cost.final else 0.0)) / cost.clips
+        return per_clip * run.eval_clips
 
     @classmethod
     def read(cls, path: Path) -> Measurement:
@@ -194,6 +226,8 @@ class JobPlan:
     measured: list[MeasuredPeak] = field(default_factory=list)
     steps_per_epoch: int | None = None  # of the real run, as the rehearsal recorded it
     epochs: int | None = None
+    evaluation_flops: float | None = None  # all the real run's evaluations together
+    evaluation_precision: str = ""  # what they compute in
 
     @property
     def planned_mb(self) -> float:
@@ -205,6 +239,19 @@ class JobPlan:
         if not self.flops_per_step or not self.steps_per_epoch:
             return None
         return self.flops_per_step * self.steps_per_epoch / (tflops * 1e12) / 3600
+
+    def evaluation_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float | None:
+        """Hours of all the run's evaluations at ``tflops`` sustained."""
+        if not self.evaluation_flops:
+            return None
+        return self.evaluation_flops / (tflops * 1e12) / 3600
+
+    def run_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float | None:
+        """Hours of the whole run, its epochs' steps and its evaluations, at ``tflops``."""
+        epoch = self.epoch_hours(tflops)
+        if epoch is None or not self.epochs:
+            return None
+        return epoch * self.epochs + (self.evaluation_hours(tflops) or 0.0)
 
     @property
     def floor_dominates(self) -> bool:
@@ -274,6 +321,7 @@ def choose_micro_batch(model: MemoryModel, batch_size: int, capacity_mb: float |
 def plan_job(variant: str, model: MemoryModel, batch_size: int, capacity_mb: float | None, *,
              precision: str, flops_per_step: float | None,
              steps_per_epoch: int | None = None, epochs: int | None = None,
+             evaluation_flops: float | None = None, evaluation_precision: str = "",
              sources: dict[int, str] | None = None) -> JobPlan:
     """One job's micro-batch and memory for a largest GPU of ``capacity_mb`` (None: no GPU).
     ``sources`` names what measured a point when it was not the rehearsal (a run)."""
@@ -292,6 +340,7 @@ def plan_job(variant: str, model: MemoryModel, batch_size: int, capacity_mb: flo
         fixed_mb=model.fixed_mb, per_clip_mb=model.per_clip_mb, fits=fits,
         note="; ".join(notes), flops_per_step=flops_per_step, precision=precision,
         other_phases_mb=model.floor_mb, steps_per_epoch=steps_per_epoch, epochs=epochs,
+        evaluation_flops=evaluation_flops, evaluation_precision=evaluation_precision,
         measured=[MeasuredPeak(m, peak, sources.get(m, REHEARSAL_SOURCE))
                   for m, peak in sorted(model.measured.items())])
 
@@ -307,7 +356,9 @@ def build_plan(preset: str, measurements: dict[str, Measurement],
     capacity = largest_gpu_mb(inventory)
     jobs = [plan_job(variant, MemoryModel.fit(m), m.batch_size, capacity,
                      precision=m.precision, flops_per_step=m.flops_per_step,
-                     steps_per_epoch=m.run.steps_per_epoch, epochs=m.run.epochs)
+                     steps_per_epoch=m.run.steps_per_epoch, epochs=m.run.epochs,
+                     evaluation_flops=m.evaluation_flops,
+                     evaluation_precision=m.evaluation.precision if m.evaluation else "")
             for variant, m in measurements.items()]
     sample = next(iter(measurements.values()))
     plan = Plan(preset=preset, measured_on=sample.device_kind,
@@ -402,6 +453,8 @@ def with_peaks(plan: Plan, peaks: dict[str, dict[int, float]], source: str) -> P
                              job.batch_size, capacity, precision=job.precision,
                              flops_per_step=job.flops_per_step,
                              steps_per_epoch=job.steps_per_epoch, epochs=job.epochs,
+                             evaluation_flops=job.evaluation_flops,
+                             evaluation_precision=job.evaluation_precision,
                              sources={**sources, **dict.fromkeys(new, source)}))
     replanned = replace(plan, jobs=jobs)
     place(replanned)

@@ -190,18 +190,21 @@ def plan_table(plan: Plan) -> Table:
 
     gpus = ", ".join(f"{g.index}:{fmt_memory(g.total_mb)}" for g in plan.inventory) or "none"
     t = Table(title=f"plan for {plan.preset} (measured on {plan.measured_on} in "
-              f"{plan.precision}, {plan.memory_source}; GPUs {gpus}; an epoch's steps at "
+              f"{plan.precision}, {plan.memory_source}; GPUs {gpus}; times at "
               f"{SUSTAINED_TFLOPS:.0f} TFLOP/s sustained)", show_edge=False,
               header_style="bold")
     for c in ("variant", "micro x accum", "memory", "per clip", "other phases", "planned",
-              "epoch", "gpu", "note"):
+              "epoch", "evaluations", "run", "gpu", "note"):
         t.add_column(c)
     for j in plan.jobs:
+        evaluations = _fmt_hours(j.evaluation_hours())
+        if j.evaluation_precision and j.evaluation_hours() is not None:
+            evaluations += f" ({j.evaluation_precision})"
         t.add_row(j.variant, f"{j.micro_batch} x {j.accumulation}",
                   f"{fmt_memory(j.memory_mb)} ({j.memory_basis})",
                   fmt_memory(j.per_clip_mb),
                   f"{fmt_memory(j.other_phases_mb)} (sets the peak)" if j.floor_dominates else "",
-                  fmt_memory(j.planned_mb), _fmt_hours(j.epoch_hours()),
-                  ",".join(map(str, j.gpus)) or "-",
+                  fmt_memory(j.planned_mb), _fmt_hours(j.epoch_hours()), evaluations,
+                  _fmt_hours(j.run_hours()), ",".join(map(str, j.gpus)) or "-",
                   j.note if j.fits else f"[red]fits no GPU: {j.note}[/]")
     return t

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from shared.data import stack_videos
+from shared.data import LoaderSettings, stack_videos, video_batches
 from shared.experiment import Experiment
 from shared.metrics import REFERENCE_PREDICTORS, MetricAccumulator
 
@@ -45,18 +45,24 @@ class Evaluator:
         # The strip clips' predictions at the last evaluate_model: the last weights scored.
         self._strip_predictions: torch.Tensor | None = None
 
-    def _batches(self, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(context, future) pairs, (B, 3, Tc, H, W) and (B, 3, Tf, H, W), in dataset order."""
+    def _batches(self, device: torch.device, loader: LoaderSettings
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(context, future) pairs, (B, 3, Tc, H, W) and (B, 3, Tf, H, W), in dataset order,
+        rendered in the loader's workers when it has some."""
         count = len(self.dataset)  # type: ignore[arg-type]
-        for start in range(0, count, self.batch_size):
-            stop = min(count, start + self.batch_size)
-            video = stack_videos(self.dataset, range(start, stop)).to(device)
+        chunks = [list(range(start, min(count, start + self.batch_size)))
+                  for start in range(0, count, self.batch_size)]
+        for video in video_batches(self.dataset, chunks, loader):
+            video = video.to(device, non_blocking=True)
             yield video[:, :, : self.context_frames], video[:, :, self.context_frames :]
 
     @torch.no_grad()
-    def score(self, predict: FuturePredictor, device: torch.device) -> dict[str, Any]:
+    def score(self, predict: FuturePredictor, device: torch.device,
+              loader: LoaderSettings | None = None) -> dict[str, Any]:
+        """The metrics of ``predict`` over the held-out clips, rendered as ``loader`` says
+        (None: on this thread)."""
         accumulator = MetricAccumulator()
-        for context, future in self._batches(device):
+        for context, future in self._batches(device, loader or LoaderSettings()):
             prediction = predict(context, future)
             assert prediction.shape == future.shape, (prediction.shape, future.shape)
             accumulator.update(prediction.float().cpu(), future.float().cpu())
@@ -75,7 +81,7 @@ class Evaluator:
                 kept.append(prediction[:wanted].detach().cpu())
             return prediction
 
-        row = self.score(predict_and_keep, experiment.device)
+        row = self.score(predict_and_keep, experiment.device, experiment.loader)
         self._strip_predictions = torch.cat(kept) if kept else None
         return row
 
@@ -92,7 +98,7 @@ class Evaluator:
         }
         rows["oracle"] = lambda context, future: experiment.oracle(context, future)
         model = model_row if model_row is not None else self.evaluate_model(experiment)
-        return {"model": model} | {name: self.score(predict, device)
+        return {"model": model} | {name: self.score(predict, device, experiment.loader)
                                    for name, predict in rows.items()}
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ from torch import nn
 
 from shared.data.clips import LoaderSettings
 from shared.events import EventLog
+from shared.runtime import FP32, Precision
 
 
 class Experiment(abc.ABC):
@@ -30,6 +31,9 @@ class Experiment(abc.ABC):
     # How ``train_batches`` makes batches of videos: set by the loop from the training config
     # (DataLoader workers) and the device (pinned memory on CUDA).
     loader: LoaderSettings = LoaderSettings()
+    # The precision of passes without gradients (frozen encodes, evaluation): set by the loop
+    # from the training config's ``eval_precision``.
+    inference: Precision = FP32
 
     @abc.abstractmethod
     def frozen_modules(self) -> list[nn.Module]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class ClipCache:
     """Per-clip tensors under ``root/<kind>/<namespace hash>/<index>.pt``."""
 
     def __init__(self, root: Path, *, kind: str, key: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.kind = kind
         self.key = {"format": CACHE_FORMAT, "kind": kind, **key}
         self.key_hash = stable_hash(self.key)
         self.directory = Path(root) / kind / self.key_hash[:24]
@@ -84,15 +86,22 @@ class ClipCache:
         if not (self.directory / "key.json").exists():
             (self.directory / "key.json").write_text(json.dumps(self.key, indent=2, default=str))
 
+    def keyed(self, **extra: Any) -> ClipCache:
+        """The cache of entries that also depend on ``extra`` (e.g. the precision computed in)."""
+        return ClipCache(self.root, kind=self.kind, key={
+            k: v for k, v in self.key.items() if k not in ("format", "kind")} | extra)
+
     def load_all(
         self,
         indices: Sequence[int],
-        compute: Callable[[list[int]], list[dict[str, torch.Tensor]]],
+        compute: Callable[[list[list[int]]], Iterable[list[dict[str, torch.Tensor]]]],
         *,
         batch_size: int,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
-        """Entries for ``indices``, computing (in batches) and storing the missing ones."""
+        """Entries for ``indices``, computing and storing the missing ones. ``compute`` gets
+        the missing indices cut into batches of ``batch_size`` and yields each batch's
+        entries in order (so it can make the batches ahead, e.g. in DataLoader workers)."""
         entries: dict[int, dict[str, torch.Tensor]] = {}
         missing = []
         for index in indices:
@@ -103,11 +112,14 @@ class ClipCache:
                 entries[index] = entry
         self.hits += len(entries)
         self.misses += len(missing)
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start : start + batch_size]
-            for index, tensors in zip(chunk, compute(chunk), strict=True):
+        chunks = [missing[start : start + batch_size]
+                  for start in range(0, len(missing), batch_size)]
+        done = 0
+        for chunk, computed in zip(chunks, compute(chunks), strict=True):
+            for index, tensors in zip(chunk, computed, strict=True):
                 self.put(index, tensors)
                 entries[index] = tensors
+            done += len(chunk)
             if on_batch:
-                on_batch(start + len(chunk), len(missing))
+                on_batch(done, len(missing))
         return [entries[index] for index in indices]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from shared.data import stack_videos, video_batches
+from shared.data import video_batches
 from shared.events import EventLog
 from shared.experiment import Experiment, index_batches
 from shared.latent_cache import ClipCache
@@ -97,7 +97,8 @@ def decode_future(
 ) -> torch.Tensor:
     """Decode context and future codes together; the last ``future_frames`` frames, in [-1, 1]."""
     frames = tokenizer.decode(torch.cat([context_codes, future_codes.to(context_codes.dtype)], 2))
-    return frames[:, :, -future_frames:].clamp(-1, 1)
+    # fp32 whatever the autocast: draws are averaged and frames scored in it.
+    return frames[:, :, -future_frames:].float().clamp(-1, 1)
 
 
 def predict_future(
@@ -179,18 +180,22 @@ class FrozenTokenizerExperiment(Experiment):
 
     @torch.no_grad()
     def frozen_latents(self, video_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The frozen tokenizer's context and future codes of whole clips (B, 3, T, H, W)."""
+        """The frozen tokenizer's context and future codes of whole clips (B, 3, T, H, W), in
+        the evaluation's precision: the codes the predictor trains on are those it is scored
+        on."""
         context = video_bcthw[:, :, : self.layout.context_frames]
-        return {
-            "context_codes": encode_context(self.tokenizer, context),
-            "future_codes": encode_future_target(self.tokenizer, video_bcthw, self.layout),
-        }
+        with self.inference.autocast():
+            return {
+                "context_codes": encode_context(self.tokenizer, context),
+                "future_codes": encode_future_target(self.tokenizer, video_bcthw, self.layout),
+            }
 
     @torch.no_grad()
     def frozen_condition(self, video_bcthw: torch.Tensor) -> torch.Tensor:
-        """The condition's tokens of the clips' context frames only."""
+        """The condition's tokens of the clips' context frames only (evaluation precision)."""
         assert self.condition is not None
-        return self.condition(video_bcthw[:, :, : self.layout.context_frames]).float()
+        with self.inference.autocast():
+            return self.condition(video_bcthw[:, :, : self.layout.context_frames]).float()
 
     def frozen_targets(self, video_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the frozen networks give for a batch of whole clips (B, 3, T, H, W)."""
@@ -199,18 +204,25 @@ class FrozenTokenizerExperiment(Experiment):
             out["condition"] = self.frozen_condition(video_bcthw)
         return out
 
-    def _videos(self, indices: list[int]) -> torch.Tensor:
-        return stack_videos(self.train_set, indices).to(self.device)
+    def _rendered(self, chunks: list[list[int]]) -> Iterator[torch.Tensor]:
+        """The training clips of each chunk (B, 3, T, H, W) on the device, rendered in the
+        loader's workers when it has some (a few batches ahead of the encoder)."""
+        for videos in video_batches(self.train_set, chunks, self.loader):
+            yield videos.to(self.device, non_blocking=True)
 
-    def _latent_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        latents = self.frozen_latents(self._videos(indices))
-        # Codes are stored as their LFQ indices: 4 bytes per latent position.
-        return [{f"{part}_index": codes_to_indices(latents[f"{part}_codes"][b], dim=0).int().cpu()
-                 for part in ("context", "future")} for b in range(len(indices))]
+    def _latent_entries(self, chunks: list[list[int]]) -> Iterator[list[dict[str, torch.Tensor]]]:
+        for videos in self._rendered(chunks):
+            latents = self.frozen_latents(videos)
+            # Codes are stored as their LFQ indices: 4 bytes per latent position.
+            yield [{f"{part}_index": codes_to_indices(latents[f"{part}_codes"][b], dim=0)
+                    .int().cpu() for part in ("context", "future")}
+                   for b in range(videos.shape[0])]
 
-    def _condition_entries(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        condition = self.frozen_condition(self._videos(indices))
-        return [{"condition": condition[b].cpu()} for b in range(len(indices))]
+    def _condition_entries(self, chunks: list[list[int]]
+                           ) -> Iterator[list[dict[str, torch.Tensor]]]:
+        for videos in self._rendered(chunks):
+            condition = self.frozen_condition(videos)
+            yield [{"condition": condition[b].cpu()} for b in range(videos.shape[0])]
 
     def prepare(self, log: EventLog, *, rehearse: bool = False) -> None:
         indices = list(range(self.train_clips))
@@ -219,6 +231,8 @@ class FrozenTokenizerExperiment(Experiment):
                                      ("feature", self.condition_cache, self._condition_entries)):
             if cache is None:
                 continue
+            if self.inference.dtype is not None:  # entries of another precision differ
+                cache = cache.keyed(precision=self.inference.name)
 
             def report(done: int, total: int, name: str = name) -> None:
                 print(f"{name} cache: computed {done}/{total} clips", flush=True)

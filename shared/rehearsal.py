@@ -65,10 +65,21 @@ class StepPoint:
     flops: int
 
 
+@dataclass(frozen=True)
+class EvaluationCost:
+    """One measured evaluation pass: its FLOPs and time (every clip of it)."""
+
+    seconds: float
+    flops: int
+
+
 class StepMeter:
-    """What the loop measures of its steps: nothing, outside a rehearsal."""
+    """What the loop measures of its steps and evaluations: nothing, outside a rehearsal."""
 
     def measure(self, micro_batch: int) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def measure_evaluation(self, name: str) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
 
@@ -81,6 +92,7 @@ class RehearsalMeter(StepMeter):
         self.device = device
         self.points: list[StepPoint] = []
         self.phases: dict[str, dict[str, Any]] = {}
+        self.evaluations: dict[str, EvaluationCost] = {}
         self.memory_source = runtime.peak_memory(device)["memory_source"]
 
     @contextlib.contextmanager
@@ -97,6 +109,18 @@ class RehearsalMeter(StepMeter):
         peak = self._peak()
         self.points.append(StepPoint(micro_batch, peak["peak_memory_mb"],
                                      peak["peak_allocated_mb"], seconds, counter.total))
+
+    @contextlib.contextmanager
+    def measure_evaluation(self, name: str) -> Iterator[None]:
+        """The FLOPs and time of an evaluation pass: "epoch" (the model's row and the
+        variant's own figures, each evaluated epoch) or "final" (the reference rows, the
+        oracle's round trip and the strip, once). Its memory is the evaluation phase's."""
+        counter = FlopCount()
+        started = time.perf_counter()
+        with counter:
+            yield
+        self._synchronize()
+        self.evaluations[name] = EvaluationCost(time.perf_counter() - started, counter.total)
 
     def end_steps(self) -> None:
         """From here on the evaluation phase: held-out clips, checkpoint, strip, results."""
@@ -123,10 +147,11 @@ def write_rehearsal(
     config: TrainConfig,
     device: torch.device,
     precision: runtime.Precision,
+    inference: runtime.Precision,
 ) -> None:
     """What a plan needs of this job (requirements.md, section 3): each measured step's
-    peak, FLOPs and time, the other phases' peaks, and the accumulation the real run would
-    do at its micro-batch."""
+    peak, FLOPs and time, the other phases' peaks, the evaluation's cost per held-out clip,
+    and the accumulation the real run would do at its micro-batch."""
     peaks = [p.peak_memory_mb for p in meter.points]
     peaks += [phase["peak_memory_mb"] for phase in meter.phases.values()]
     write_json_atomic(path, {
@@ -140,5 +165,12 @@ def write_rehearsal(
         "phases": meter.phases,
         "peak_memory_mb": max(peaks),
         "parameters": experiment.parameter_counts(),
-        "run": {"epochs": config.run_epochs, "steps_per_epoch": config.run_steps_per_epoch},
+        "run": {"epochs": config.run_epochs, "steps_per_epoch": config.run_steps_per_epoch,
+                "eval_clips": config.run_eval_clips, "evaluations": config.run_evaluations},
+        "evaluation": {
+            "precision": inference.name,
+            "every_epochs": config.eval_every,
+            "clips": config.eval_clips,
+            **{name: asdict(cost) for name, cost in meter.evaluations.items()},
+        },
     })

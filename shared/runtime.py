@@ -37,7 +37,11 @@ class Precision:
     needs_grad_scaler: bool
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast to ``dtype``; for fp32, autocast off, also inside an autocast region (a
+        pass stated fp32 that runs within a training step stays fp32)."""
         if self.dtype is None:
+            if torch.amp.is_autocast_available(self.device_type):
+                return torch.autocast(device_type=self.device_type, enabled=False)
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
@@ -46,6 +50,9 @@ class Precision:
         """"fp32", "bf16" or "fp16": what the forward passes compute in."""
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
+
+# No autocast: every pass in fp32 (the device type does not matter without a dtype).
+FP32 = Precision("cpu", None, False)
 
 _DEVICE_RE = re.compile(r"cpu|cuda(:\d+)?")
 

@@ -54,6 +54,7 @@ from shared.rehearsal import (
 )
 
 LAST_CHECKPOINT = "checkpoints/last.pt"
+EVAL_PRECISIONS = ("fp32", "amp")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,14 +74,27 @@ class TrainConfig:
     amp: bool = True
     micro_batch: int | None = None  # clips per forward and backward; None: the whole batch
     loader_workers: int = 0  # DataLoader processes making training batches; 0: the loop's thread
-    # A rehearsal's config: the epochs and optimizer steps per epoch of the run it stands for.
+    # The held-out evaluation: after every ``eval_every`` epochs and always after the last.
+    # ``eval_precision``: "fp32", or "amp", the autocast the training runs under (bf16 or
+    # fp16 on CUDA, fp32 on a CPU run); the frozen networks' encodes (the latent cache) run in
+    # it too, so a predictor is scored on the codes it was trained on. Metrics are computed
+    # in fp32 from the decoded frames either way.
+    eval_every: int = 1
+    eval_precision: str = "fp32"
+    # A rehearsal's config: the run it stands for (its epochs, optimizer steps per epoch,
+    # held-out clips).
     run_epochs: int | None = None
     run_steps_per_epoch: int | None = None
+    run_eval_clips: int | None = None
 
     def __post_init__(self) -> None:
         if self.loader_workers < 0:
             raise ConfigError(f"train.loader_workers must be >= 0, got {self.loader_workers}")
-        for name in ("epochs", "batch_size", "train_clips", "eval_clips", "log_every"):
+        if self.eval_precision not in EVAL_PRECISIONS:
+            raise ConfigError(f"train.eval_precision must be one of {', '.join(EVAL_PRECISIONS)}, "
+                              f"got {self.eval_precision!r}")
+        for name in ("epochs", "batch_size", "train_clips", "eval_clips", "log_every",
+                     "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -104,6 +118,20 @@ class TrainConfig:
         """The micro-batch sizes that divide the batch: the effective batch stays the same."""
         return [n for n in range(1, self.batch_size + 1) if self.batch_size % n == 0]
 
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the held-out clips are scored after ``epoch`` (1-based)."""
+        return epoch % self.eval_every == 0 or epoch >= self.epochs
+
+    @property
+    def evaluations(self) -> int:
+        """Held-out evaluations of the model in a run from scratch."""
+        return sum(map(self.evaluates_after, range(1, self.epochs + 1)))
+
+    @property
+    def run_evaluations(self) -> int | None:
+        """A rehearsal's config: the evaluations of the run it stands for."""
+        return replace(self, epochs=self.run_epochs).evaluations if self.run_epochs else None
+
     @property
     def rehearsal_micro_batches(self) -> list[int]:
         """The micro-batch sizes a rehearsal takes one step at: the smallest that divide the
@@ -120,6 +148,7 @@ class TrainConfig:
         return replace(self, epochs=1, train_clips=max(self.rehearsal_micro_batches),
                        run_epochs=self.epochs,
                        run_steps_per_epoch=math.ceil(self.train_clips / self.batch_size),
+                       run_eval_clips=self.eval_clips,
                        eval_clips=min(self.eval_clips, REHEARSAL_EVAL_CLIPS),
                        strip_clips=min(self.strip_clips, REHEARSAL_EVAL_CLIPS))
 
@@ -260,6 +289,10 @@ def _train(
     _place(experiment, device)
     experiment.loader = LoaderSettings(workers=config.loader_workers,
                                        pin_memory=device.type == "cuda")
+    # Passes without gradients (frozen encodes, evaluation) in the stated precision.
+    inference = (precision if config.eval_precision == "amp"
+                 else runtime.Precision(device.type, None, False))
+    experiment.inference = inference
     if run.rehearse:
         # One step per measured micro-batch size, no accumulation: accumulating would not
         # change the peak of a micro-step.
@@ -281,35 +314,44 @@ def _train(
              resumed_from_epoch=start_epoch - 1, pid=os.getpid(), batch_size=config.batch_size,
              micro_batch=config.micro_batch_size, accumulation=config.accumulation,
              rehearsal=run.rehearse)
-    experiment.prepare(log, rehearse=run.rehearse)
+    with inference.autocast():
+        experiment.prepare(log, rehearse=run.rehearse)
 
-    meter = RehearsalMeter(device) if run.rehearse else None
+    meter = RehearsalMeter(device) if run.rehearse else StepMeter()
     loop = _EpochLoop(config=config, seed=run.seed, total_steps=total_steps, device=device,
                       precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch,
-                      meter=meter or StepMeter())
+                      meter=meter)
     model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
-        if meter is not None:
+        if isinstance(meter, RehearsalMeter):
             epoch_losses, epoch_logs = loop.rehearse_epoch(experiment, optimizer, epoch)
             meter.end_steps()
         else:
             epoch_losses, epoch_logs = loop.train_epoch(experiment, optimizer, epoch)
         train_seconds += time.perf_counter() - epoch_start
-        model_row = _evaluate_epoch(experiment, evaluator, log, epoch=epoch, history=history,
-                                    losses=epoch_losses, logs=epoch_logs, started=epoch_start)
+        model_row, extra = None, {}
+        if config.evaluates_after(epoch):
+            with inference.autocast(), meter.measure_evaluation("epoch"):
+                model_row, extra = _evaluate_epoch(experiment, evaluator, log, epoch=epoch)
+        _record_epoch(history, epoch=epoch, losses=epoch_losses, logs=epoch_logs,
+                      model_row=model_row, extra=extra, started=epoch_start)
         _save_epoch_checkpoint(checkpoint_path, experiment, optimizer, log, epoch=epoch,
                                history=history, train_seconds=train_seconds)
 
+    # The last epoch's row is the final model's: no second pass over the held-out clips.
+    with inference.autocast(), meter.measure_evaluation("final"):
+        final = evaluator.evaluate_all(experiment, model_row=model_row)
+        strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")
     results = _write_results(
-        experiment, evaluator, config=config, run=run, run_config=run_config,
-        device=device, threads=threads, history=history, model_row=model_row,
-        train_seconds=train_seconds, wall_start=wall_start,
+        experiment, config=config, run=run, run_config=run_config, device=device,
+        threads=threads, history=history, final=final, strip_path=strip_path,
+        inference=inference, train_seconds=train_seconds, wall_start=wall_start,
     )
-    if meter is not None:
+    if isinstance(meter, RehearsalMeter):
         meter.end_evaluation()
         write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
-                        device=device, precision=precision)
+                        device=device, precision=precision, inference=inference)
     log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
     return results
 
@@ -526,34 +568,38 @@ class _EpochLoop:
               f"{record['samples_per_s']:.1f} samples/s eta {record['eta_s']:.0f}s", flush=True)
 
 
-def _evaluate_epoch(
-    experiment: Experiment,
-    evaluator: Evaluator,
-    log: EventLog,
-    *,
-    epoch: int,
-    history: list[dict[str, Any]],
-    losses: list[float],
-    logs: list[dict[str, float]],
-    started: float,
-) -> dict[str, Any]:
-    """Score the model on the held-out clips, log it, add the epoch to ``history``; returns
-    the model's row."""
+def _evaluate_epoch(experiment: Experiment, evaluator: Evaluator, log: EventLog, *,
+                    epoch: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Score the model on the held-out clips and log it; the model's row and the variant's
+    own held-out figures."""
     model_row = evaluator.evaluate_model(experiment)
-    metrics = {key: value for key, value in model_row.items() if key != "per_frame"}
+    metrics = _scalars(model_row)
     extra = experiment.epoch_metrics()
     log.emit("eval", epoch=epoch, metrics=metrics, **({"extra": extra} if extra else {}))
+    return model_row, extra
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row without its per-frame lists."""
+    return {key: value for key, value in row.items() if key != "per_frame"}
+
+
+def _record_epoch(history: list[dict[str, Any]], *, epoch: int, losses: list[float],
+                  logs: list[dict[str, float]], model_row: dict[str, Any] | None,
+                  extra: dict[str, float], started: float) -> None:
+    """Add the epoch to ``history``: its training figures, and its evaluation's (None on an
+    epoch not evaluated, see ``TrainConfig.eval_every``)."""
     history.append({
         "epoch": epoch,
         "train_loss": sum(losses) / max(1, len(losses)),
         "train_logs": _mean_logs(logs),
-        "eval": metrics,
+        "eval": _scalars(model_row) if model_row is not None else None,
         "extra": extra,
         "seconds": time.perf_counter() - started,
     })
-    print(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, eval PSNR "
-          f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}", flush=True)
-    return model_row
+    scored = (f", eval PSNR {model_row['psnr']:.2f} dB, SSIM {model_row['ssim']:.4f}"
+              if model_row is not None else "")
+    print(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}{scored}", flush=True)
 
 
 def _save_epoch_checkpoint(
@@ -580,7 +626,6 @@ def _save_epoch_checkpoint(
 
 def _write_results(
     experiment: Experiment,
-    evaluator: Evaluator,
     *,
     config: TrainConfig,
     run: RunSpec,
@@ -588,14 +633,13 @@ def _write_results(
     device: torch.device,
     threads: int,
     history: list[dict[str, Any]],
-    model_row: dict[str, Any] | None,
+    final: dict[str, dict[str, Any]],
+    strip_path: Path,
+    inference: runtime.Precision,
     train_seconds: float,
     wall_start: float,
 ) -> dict[str, Any]:
-    """The final rows beside the reference rows, the frame strip and ``results.json``."""
-    # The last epoch's row is the final model's: no second pass over the held-out clips.
-    final = evaluator.evaluate_all(experiment, model_row=model_row)
-    strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")
+    """``results.json`` from the final rows beside the reference rows."""
     samples_seen = config.epochs * config.train_clips
     results = {
         "schema": RESULTS_SCHEMA,
@@ -604,7 +648,8 @@ def _write_results(
         "seed": run.seed,
         "status": "success",
         "config": run_config | {"rehearsal": run.rehearse, "train": asdict(config) | {
-            "micro_batch": config.micro_batch_size, "accumulation": config.accumulation}},
+            "micro_batch": config.micro_batch_size, "accumulation": config.accumulation},
+            "eval_dtype": inference.name},
         "environment": runtime.environment(device, threads),
         "parameters": experiment.parameter_counts(),
         "history": history,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from shared.latent_cache import ClipCache
@@ -10,9 +12,10 @@ from shared.latent_cache import ClipCache
 def _compute_counter():
     calls: list[list[int]] = []
 
-    def compute(indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        calls.append(list(indices))
-        return [{"value": torch.full((2, 3), float(i))} for i in indices]
+    def compute(chunks: list[list[int]]) -> Iterator[list[dict[str, torch.Tensor]]]:
+        for indices in chunks:
+            calls.append(list(indices))
+            yield [{"value": torch.full((2, 3), float(i))} for i in indices]
 
     return compute, calls
 

@@ -19,6 +19,8 @@ from orchestrator.plan import (
     CUDA_CONTEXT_MB,
     REHEARSAL_FILE,
     SUSTAINED_TFLOPS,
+    EvaluationCost,
+    EvaluationPass,
     Measurement,
     MemoryModel,
     PhasePeak,
@@ -125,6 +127,28 @@ def test_the_plan_estimates_an_epoch_from_the_flops_and_the_real_runs_steps() ->
     # plan.json keeps it.
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again.job("a") == a
+
+
+def test_the_plan_estimates_the_runs_evaluations_from_their_flops_per_held_out_clip() -> None:
+    """The rehearsal scored 1 clip: 3e12 FLOPs an evaluated epoch, 5e12 more for the final
+    rows. The run evaluates 10 times on 512 clips: (10 x 3e12 + 5e12) x 512 = 1.792e16."""
+    shaped = rehearsed((1, 3000.0), (2, 4000.0)).model_copy(update={
+        "run": RunShape(epochs=50, steps_per_epoch=625, eval_clips=512, evaluations=10),
+        "evaluation": EvaluationCost(precision="bf16", every_epochs=5, clips=1,
+                                     epoch=EvaluationPass(seconds=40.0, flops=3e12),
+                                     final=EvaluationPass(seconds=70.0, flops=5e12))})
+    assert shaped.evaluation_flops == pytest.approx(1.792e16)
+    plan = build_plan("full", {"a": shaped, "old": rehearsed((1, 3000.0), (2, 4000.0))},
+                      [Gpu(0, 81920, 81920)])
+    a, old = plan.job("a"), plan.job("old")
+    assert a is not None and old is not None
+    assert a.evaluation_hours() == pytest.approx(1.792e16 / 100e12 / 3600)
+    assert a.run_hours() == pytest.approx(50 * a.epoch_hours() + a.evaluation_hours())
+    assert old.evaluation_hours() is None  # a rehearsal.json from before evaluations were measured
+    console = Console(width=250, record=True)
+    console.print(plan_table(plan))
+    assert "3 min (bf16)" in console.export_text()
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))).job("a") == a
 
 
 def test_the_plan_table_says_how_each_memory_is_known() -> None:

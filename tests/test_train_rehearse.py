@@ -25,7 +25,7 @@ from shared.testing import write_micro_tokenizer
 from shared.training import TrainConfig
 
 FIELDS = {"batch_size", "micro_batch", "accumulation", "device", "precision", "memory_source",
-          "points", "phases", "peak_memory_mb", "parameters", "run"}
+          "points", "phases", "peak_memory_mb", "parameters", "run", "evaluation"}
 POINT_FIELDS = {"micro_batch", "peak_memory_mb", "peak_allocated_mb", "step_seconds", "flops"}
 
 
@@ -95,8 +95,16 @@ def test_rehearsal_steps_at_one_and_two_clips_and_writes_what_each_costs(
     peaks += [phase["peak_memory_mb"] for phase in rehearsal["phases"].values()]
     assert rehearsal["peak_memory_mb"] == max(peaks)
     assert rehearsal["parameters"] == results["parameters"]
-    # The run it stands for: micro's 2 epochs of 32 clips in batches of 8.
-    assert rehearsal["run"] == {"epochs": 2, "steps_per_epoch": 4}
+    # The run it stands for: micro's 2 epochs of 32 clips in batches of 8, each evaluated on
+    # 8 held-out clips.
+    assert rehearsal["run"] == {"epochs": 2, "steps_per_epoch": 4, "eval_clips": 8,
+                                "evaluations": 2}
+    # What its evaluations cost here, on the rehearsal's one held-out clip, in micro's fp32.
+    evaluation = rehearsal["evaluation"]
+    assert (evaluation["precision"], evaluation["every_epochs"], evaluation["clips"]) == \
+        ("fp32", 1, 1)
+    for name in ("epoch", "final"):
+        assert evaluation[name]["flops"] > 0 and evaluation[name]["seconds"] > 0
 
     # Everything a run writes, cut short: one epoch, 2 training clips, 1 held-out clip.
     on_disk = json.loads((output / "results.json").read_text())

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -269,15 +268,12 @@ class JointI3DExperiment(Experiment):
 
     @torch.no_grad()
     def _ensure_probe_start(self) -> None:
-        """Encode the probe clips once, on the experiment's device, in full precision (the
-        precision ``epoch_metrics`` measures in, outside the loop's autocast)."""
+        """Encode the probe clips once, on the experiment's device, in the precision
+        ``epoch_metrics`` measures in (the evaluation's, not the training step's autocast)."""
         if self.probe_bcthw is None or self.probe_codes_start is not None:
             return
-        device = self.device
-        full_precision = (torch.autocast(device.type, enabled=False)
-                          if torch.amp.is_autocast_available(device.type) else nullcontext())
-        with eval_mode(self.tokenizer), full_precision:
-            self.probe_codes_start = self.tokenizer.encode(self.probe_bcthw.to(device))[0]
+        with eval_mode(self.tokenizer), self.inference.autocast():
+            self.probe_codes_start = self.tokenizer.encode(self.probe_bcthw.to(self.device))[0]
 
     @torch.no_grad()
     def epoch_metrics(self) -> dict[str, float]:

@@ -32,7 +32,7 @@ class Metrics(Record):
 class EpochStats(Record):
     epoch: int
     train_loss: Num
-    eval: Scalars
+    eval: Scalars | None = None  # None: an epoch the run did not evaluate (``eval_every``)
     seconds: Num
 
 
