@@ -16,13 +16,17 @@ Three makespans per instance:
 
 - planner: orch's own code, event by event. The jobs go to `orchestrator.scheduler.Scheduler`
   in the launcher's order (variant by variant, seed by seed; a mix in its drawn order), each
-  with the plan's request (`Request(1, planned GB)`: the largest micro-batch that divides the
-  batch and fits the largest GPU with `plan.margin_for`, via `plan.choose_micro_batch`). At
-  every event (start, and each job's end, after `release`) `Scheduler.ready()` starts what
-  `devices.Pool.place` admits: an idle GPU first, else best fit onto a busy one.
+  with the plan's request (`Request(1, planned GB, work_s=its hours)`: the largest
+  micro-batch that divides the batch and fits the largest GPU with `plan.margin_for`, via
+  `plan.choose_micro_batch`; the run time a plan estimates). At every event (start, and each
+  job's end, after `release`) `Scheduler.ready()` starts what it admits: with every job's
+  work known, longest first onto the GPU free of work soonest, packed beside what runs there
+  if it fits, else waiting for it (the scheduler's clock is the simulation's).
+- no estimates: the same, without `work_s` (a plan without run times): queue order, an idle
+  GPU first, else best fit onto a busy one (`devices.Pool.place`).
 - one per GPU: the same Scheduler, each job asking for a whole GPU (what the launcher does
-  with `one_at_a_time`), so a GPU runs one job at a time, started in the planner's order as
-  GPUs free up.
+  with `one_at_a_time`), so a GPU runs one job at a time, started in queue order as GPUs
+  free up.
 - best: exact. Under this model no schedule beats the best assignment of jobs to GPUs run
   back to back: a GPU does at most one hour of work per hour however many jobs share it, so
   a GPU ends no earlier than the sum of the work of the jobs placed on it, and running them
@@ -73,6 +77,7 @@ class Sizing:
     per_clip_gb: float
     flops_per_step: float
     batch_size: int = FULL_BATCH
+    run_hours: float | None = None  # a plan's run time (steps and evaluations), if it has one
 
     def model(self) -> MemoryModel:
         return MemoryModel(fixed_mb=self.fixed_gb * GB, per_clip_mb=self.per_clip_gb * GB,
@@ -142,7 +147,7 @@ def sizings_from_plan(path: Path) -> list[Sizing]:
             print(f"  {job.variant}: no memory line or FLOPs in the plan; left out")
             continue
         sizings.append(Sizing(job.variant, job.fixed_mb / GB, job.per_clip_mb / GB, flops,
-                              job.batch_size))
+                              job.batch_size, job.run_hours()))
     return sizings
 
 
@@ -174,14 +179,14 @@ class Outcome:
 def simulate(jobs: Sequence[Job], gpus: Sequence[Gpu],
              request_of: Callable[[Job], Request]) -> Outcome:
     """Drive orch's Scheduler event by event under the 1/k sharing model."""
-    sched: Scheduler[int] = Scheduler(list(gpus), CORES)
+    now = 0.0
+    sched: Scheduler[int] = Scheduler(list(gpus), CORES, clock=lambda: now)
     for key, job in enumerate(jobs):
         sched.submit(key, request_of(job))
     sched.plan_threads()
     remaining: dict[int, float] = {}
     gpu_of: dict[int, int] = {}
     outcome = Outcome(0.0)
-    now = 0.0
     while not sched.idle:
         busy = set(gpu_of.values())
         for key, assignment in sched.ready():
@@ -206,13 +211,11 @@ def simulate(jobs: Sequence[Job], gpus: Sequence[Gpu],
     return outcome
 
 
-def longest_first_one_per_gpu(jobs: Sequence[Job], gpus: Sequence[Gpu]) -> Outcome:
-    """What-if, not orch's policy today: one job per GPU, the queue sorted longest first
-    (Graham's LPT rule, within 4/3 of the best on identical GPUs)."""
-    return one_per_gpu(sorted(jobs, key=lambda j: -j.hours), gpus)
-
-
 def planner(jobs: Sequence[Job], gpus: Sequence[Gpu]) -> Outcome:
+    return simulate(jobs, gpus, lambda job: Request(1, job.memory_gb, work_s=job.hours))
+
+
+def without_estimates(jobs: Sequence[Job], gpus: Sequence[Gpu]) -> Outcome:
     return simulate(jobs, gpus, lambda job: Request(1, job.memory_gb))
 
 
@@ -284,7 +287,7 @@ class Row:
     jobs: int
     planner: Outcome
     one_per_gpu: Outcome
-    longest_first: Outcome
+    no_estimates: Outcome
     best: float | None
     bound: float
 
@@ -299,13 +302,13 @@ class Row:
         if self.planner.idle_while_shared > 1e-9:
             return (f"packed {self.planner.packed} job(s) onto busy GPUs; later a GPU sat idle "
                     f"{self.planner.idle_while_shared:.1f} GPU-h while another was shared")
-        return "queue order: a long job started last (list scheduling, no packing involved)"
+        return "greedy order: longest first is not the best partition here"
 
 
 def evaluate(name: str, jobs: Sequence[Job], inventory: Inventory) -> Row:
     best = best_makespan(jobs, inventory.gpus)
     return Row(inventory.name, name, len(jobs), planner(jobs, inventory.gpus),
-               one_per_gpu(jobs, inventory.gpus), longest_first_one_per_gpu(jobs, inventory.gpus),
+               one_per_gpu(jobs, inventory.gpus), without_estimates(jobs, inventory.gpus),
                best, lower_bound(jobs, inventory.gpus))
 
 
@@ -315,8 +318,8 @@ def full_instances(sizings: Sequence[Sizing], inventory: Inventory, steps: int,
     order)."""
     out = []
     for seeds in (1, 3):
-        jobs = [planned_job(s, inventory, hours_of(s.flops_per_step, steps, tflops),
-                            f"{s.name}-s{seed}")
+        jobs = [planned_job(s, inventory, s.run_hours if s.run_hours is not None
+                            else hours_of(s.flops_per_step, steps, tflops), f"{s.name}-s{seed}")
                 for s in sizings for seed in range(seeds)]
         out.append((f"full x{seeds} seed{'s' if seeds > 1 else ''}",
                     [j for j in jobs if j is not None]))
@@ -337,19 +340,20 @@ def mix_instances(inventory: Inventory, mixes: int, seed: int) -> list[tuple[str
 def print_table(inventory: Inventory, rows: Sequence[Row]) -> None:
     print(f"\n{inventory.name}")
     print(f"  {'instance':<20} {'planner h':>10} {'best h':>22} {'1/GPU h':>9} "
-          f"{'plan/best':>9} {'LPT h':>7}  why (when over {TARGET:.2f})")
+          f"{'plan/best':>9} {'no-est h':>9}  why (when over {TARGET:.2f})")
     for r in rows:
         best = f"{r.best:.2f}" if r.best is not None else f"n/a (too large) >= {r.bound:.2f}"
         ratio = f"{r.ratio:.3f}" if r.ratio is not None else "n/a"
         print(f"  {r.instance:<20} {r.planner.makespan:>10.2f} {best:>22} "
-              f"{r.one_per_gpu.makespan:>9.2f} {ratio:>9} {r.longest_first.makespan:>7.2f}  "
+              f"{r.one_per_gpu.makespan:>9.2f} {ratio:>9} {r.no_estimates.makespan:>9.2f}  "
               f"{r.why()}")
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--plan", type=Path, help="plan.json of a rehearsal (default: the "
-                   "figures of the README's CPU rehearsal of full)")
+    p.add_argument("--plan", type=Path, help="plan.json of a rehearsal, its run times "
+                   "(steps and evaluations) where it has them (default: the figures of the "
+                   "README's CPU rehearsal of full, training steps only)")
     p.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS,
                    help="sustained TFLOP/s of one GPU")
     p.add_argument("--steps", type=int, default=FULL_STEPS, help="optimizer steps per job")
@@ -363,8 +367,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
           f"full: {args.steps} steps at {args.tflops:g} TFLOP/s per GPU.")
     print("best = exact (branch-and-bound over job-to-GPU assignments, memory sizes as the "
           "planner fixed them;\nno schedule under this model beats the best assignment run "
-          "back to back).\n1/GPU = one job per GPU in the planner's order; LPT = what-if, "
-          "one job per GPU, longest first\n(not orch's policy today).")
+          "back to back).\n1/GPU = one job per GPU in queue order; no-est = the planner "
+          "without run-time estimates\n(queue order, idle GPU first, else best fit).")
     rows: list[Row] = []
     for inventory in INVENTORIES:
         instances = (full_instances(sizings, inventory, args.steps, args.tflops)
@@ -380,10 +384,10 @@ def summarize(rows: Sequence[Row], seconds: float) -> None:
     rated = [r for r in rows if r.ratio is not None]
     worst = max(rated, key=lambda r: r.ratio or 0.0)
     over = sum((r.ratio or 0.0) > TARGET for r in rated)
-    lpt = max(r.longest_first.makespan / (r.best or math.inf) for r in rated)
+    blind = max(r.no_estimates.makespan / (r.best or math.inf) for r in rated)
     print(f"\nworst planner/best: {worst.ratio:.3f} ({worst.inventory}, {worst.instance}); "
-          f"{over} of {len(rated)} instances over {TARGET:.2f}; worst LPT/best {lpt:.3f}; "
-          f"{seconds:.1f} s")
+          f"{over} of {len(rated)} instances over {TARGET:.2f}; worst without estimates "
+          f"{blind:.3f}; {seconds:.1f} s")
 
 
 if __name__ == "__main__":

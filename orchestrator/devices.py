@@ -42,6 +42,9 @@ class Request:
     gpus: int = 1
     gpu_memory_gb: float = 0.0
     threads: int | None = None
+    # Estimated seconds of work alone on one GPU (a plan's run time), if known: the scheduler
+    # then orders and places by it (``scheduler.Scheduler``).
+    work_s: float | None = None
 
     @property
     def memory_mb(self) -> int:
@@ -94,8 +97,10 @@ class Pool:
                 f"needs {req.gpu_memory_gb:g} GB per GPU; the largest GPU has {best:.1f} GB free"
             )
 
-    def place(self, req: Request, default_threads: int) -> Assignment | None:
-        """An assignment for req if it fits now (and take it), else None."""
+    def place(self, req: Request, default_threads: int, *, on: int | None = None
+              ) -> Assignment | None:
+        """An assignment for req if it fits now (and take it), else None. ``on``: only on
+        that GPU (a one-GPU request)."""
         threads = min(req.threads or default_threads, self.cores)
         if req.gpus == 0 or not self.gpus:
             if self.cpu_jobs and threads > self.free_threads:
@@ -104,7 +109,8 @@ class Pool:
             self.cpu_jobs += 1
             return Assignment("cpu", (), threads)
         need = req.memory_mb
-        fitting = [i for i, free in self.free_mb.items() if free >= need]
+        fitting = [i for i, free in self.free_mb.items()
+                   if free >= need and on in (None, i)]
         if len(fitting) < req.gpus:
             return None
         # Idle GPUs first (spread while there is room), then best fit (pack small jobs).

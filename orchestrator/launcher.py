@@ -281,6 +281,8 @@ class Driver:
         if planned is not None and planned.fits and j.micro_batch in (None, planned.micro_batch):
             j.micro_batch = planned.micro_batch
             memory_gb, j.memory_basis = planned.planned_mb / 1024, "plan"
+        # The plan's run time, when it has one: the scheduler then runs the longest first.
+        hours = planned.run_hours() if planned is not None else None
         threads = self._cores() if self.one_at_a_time else r.cpu_threads
         if self.one_at_a_time and self._gpus():
             memory_gb = max(g.total_mb for g in self._gpus()) / 1024  # a whole GPU
@@ -289,7 +291,8 @@ class Driver:
             if r.gpus and not self._gpus() and not self.executor.cpu_fallback:
                 # A cluster without GPUs would leave this job pending forever: say so now.
                 raise NeverFits(f"needs {r.gpus} GPU(s); {self.executor.where} has none")
-            sched.submit(j.name, Request(r.gpus, memory_gb, threads))
+            sched.submit(j.name, Request(r.gpus, memory_gb, threads,
+                                         work_s=hours * 3600 if hours is not None else None))
             j.stage = Stage.queued
         except NeverFits as e:
             j.stage, j.reason, j.finished = Stage.failed, f"cannot run here: {e}", time.time()

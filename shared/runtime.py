@@ -114,6 +114,14 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def configure_threads(threads: int | None) -> int:
     """Use ``threads`` (or OMP_NUM_THREADS, or all cores) for intra-op parallelism."""
     if threads is None:

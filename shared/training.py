@@ -287,7 +287,8 @@ def _train(
     runtime.seed_everything(run.seed)
 
     _place(experiment, device)
-    experiment.loader = LoaderSettings(workers=config.loader_workers,
+    # No more workers than the cores this process may use: more only queue for them.
+    experiment.loader = LoaderSettings(workers=min(config.loader_workers, runtime.usable_cores()),
                                        pin_memory=device.type == "cuda")
     # Passes without gradients (frozen encodes, evaluation) in the stated precision.
     inference = (precision if config.eval_precision == "amp"

@@ -114,6 +114,10 @@ if a.rehearse:
         "phases": {{name: {{"peak_memory_mb": mb, "peak_allocated_mb": None}}
                    for name, mb in PHASES.items()}},
         "peak_memory_mb": peak, "parameters": {{"trainable": 10, "frozen": 5}},
+        "run": {{"epochs": 2, "steps_per_epoch": 4, "eval_clips": 2, "evaluations": 2}},
+        "evaluation": {{"precision": "fp32", "every_epochs": 1, "clips": 1,
+                       "epoch": {{"seconds": 0.01, "flops": 1e9}},
+                       "final": {{"seconds": 0.01, "flops": 2e9}}}},
         "stand_in": os.environ.get("FAKE_ASSET"), "motion": a.motion}}))
 else:
     peak = float(os.environ.get("FAKE_PEAK_MB", peak))

@@ -84,6 +84,48 @@ def test_scheduler_queue_starts_waiting_job_when_a_slot_frees() -> None:
 
 
 
+def test_with_run_times_known_the_longest_job_starts_first() -> None:
+    """Two 80 GB GPUs, jobs of 1, 5 and 4 hours that each need most of a GPU: 5 h and 4 h
+    start, the 1 h job waits for the GPU that frees first (the 4 h one's)."""
+    now = 0.0
+    s: Scheduler[str] = Scheduler([Gpu(i, 80 * GB, 80 * GB) for i in range(2)], cores=4,
+                                  clock=lambda: now)
+    for name, hours in (("short", 1.0), ("long", 5.0), ("mid", 4.0)):
+        s.submit(name, Request(1, 60, work_s=hours * 3600))
+    assert s.estimated
+    assert {k: a.gpus for k, a in s.ready()} == {"long": (0,), "mid": (1,)}
+    now = 4 * 3600.0
+    assert s.remaining_s(0, now) == 3600.0 and s.remaining_s(1, now) == 0.0
+    s.release("mid")
+    assert {k: a.gpus for k, a in s.ready()} == {"short": (1,)}
+
+
+def test_with_run_times_known_a_job_goes_to_the_gpu_free_of_work_soonest() -> None:
+    """A 10 h job on GPU 0; a 3 h job goes to GPU 1, and the 1 h job beside it there, not
+    beside the 10 h one. Without estimates the queue order puts the 1 h job on GPU 1 and
+    the 3 h one on the fuller GPU (best fit), beside the 10 h job: 13 h of work on GPU 0."""
+    def scheduler(with_estimates: bool) -> Scheduler[str]:
+        s: Scheduler[str] = Scheduler([Gpu(0, 80 * GB, 80 * GB), Gpu(1, 80 * GB, 80 * GB)],
+                                      cores=4, clock=lambda: 0.0)
+        for name, gb, hours in (("ten", 30, 10.0), ("one", 20, 1.0), ("three", 30, 3.0)):
+            s.submit(name, Request(1, gb, work_s=hours * 3600 if with_estimates else None))
+        return s
+
+    assert {k: a.gpus for k, a in scheduler(True).ready()} == \
+        {"ten": (0,), "three": (1,), "one": (1,)}
+    assert {k: a.gpus for k, a in scheduler(False).ready()} == \
+        {"ten": (0,), "one": (1,), "three": (0,)}
+
+
+def test_one_job_without_an_estimate_keeps_the_queue_order() -> None:
+    s: Scheduler[str] = Scheduler([Gpu(0, 10 * GB, 10 * GB)], cores=4)
+    s.submit("a", Request(1, 6, work_s=60.0))
+    s.submit("b", Request(1, 6))  # no plan measured it
+    s.submit("c", Request(1, 6, work_s=600.0))
+    assert not s.estimated
+    assert [k for k, _ in s.ready()] == ["a"]
+
+
 def test_cpu_jobs_left_running_take_the_freed_cores_once_nothing_waits() -> None:
     s: Scheduler[str] = Scheduler([], cores=4)
     for name in ("a", "b", "c"):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
 from orchestrator.config import parse_config
-from orchestrator.devices import Gpu
+from orchestrator.devices import Gpu, Request
 from orchestrator.errors import ConfigError
 from orchestrator.formats import JobState, RunState, Stage, collect_warnings
 from orchestrator.plan import (
@@ -35,6 +35,7 @@ from orchestrator.plan import (
     write_plan,
 )
 from orchestrator.rehearsal import measurements
+from orchestrator.scheduler import Scheduler
 from orchestrator.ui import plan_table
 from tests.orch_fixtures import *  # noqa: F403
 from tests.orch_fixtures import CONFIG, commit_all
@@ -361,8 +362,20 @@ def test_rehearsal_measures_each_job_alone_and_writes_the_plan(
     assert "plan for tiny (measured on cpu in fp32" in again.stdout
     assert "2 x 4" in again.stdout and "2.0 GB (measured)" in again.stdout
 
+    submitted: dict[str, Request] = {}
+    submit = Scheduler.submit
+
+    def recording_submit(self: Scheduler[str], key: str, request: Request) -> None:
+        submitted[key] = request
+        submit(self, key, request)
+
+    monkeypatch.setattr(Scheduler, "submit", recording_submit)
     trained = runner.invoke(app, ["train", "--json", "--plain"])  # follows the plan
     assert trained.exit_code == 0, trained.output
+    # With the plan's run time: 2 epochs of 4 steps of 8e9 FLOPs, evaluations (2 x 1e9 +
+    # 2e9) x 2 clips, at 100 TFLOP/s.
+    assert {name[:5]: r.work_s for name, r in submitted.items()} == pytest.approx(
+        {"alpha": (2 * 4 * 8e9 + 8e9) / 100e12, "beta": (2 * 4 * 8e9 + 8e9) / 100e12})
     for job in json.loads(trained.stdout)["jobs"]:
         assert job["micro_batch"] == 2 and job["memory_basis"] == "plan"
         argv = results_of(job)["argv"]
