@@ -20,8 +20,8 @@ import torch
 
 from branches.baseline.config import baseline_config
 from branches.baseline.model import build_experiment
+from orchestrator.client import Run
 from shared.data import TrajectoryVideos
-from shared.events import EventLog
 from shared.experiment import Experiment
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer, tokenizer_config
@@ -58,7 +58,7 @@ def time_cache(experiment: Callable[[Path | None], Experiment], clips: int, batc
         epoch_seconds(uncached, batch_size, batch_size)
     without = epoch_seconds(uncached, clips, batch_size)
     with tempfile.TemporaryDirectory() as root:
-        log = EventLog(Path(root) / "events.jsonl")
+        log = Run(Path(root))
         cached = experiment(Path(root))
         start = time.perf_counter()
         cached.prepare(log)

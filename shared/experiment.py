@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from orchestrator.client import Run
 from shared.data.clips import LoaderSettings
-from shared.events import EventLog
 from shared.runtime import FP32, Precision
 
 
@@ -51,7 +51,7 @@ class Experiment(abc.ABC):
             return parameter.device
         return torch.device("cpu")
 
-    def prepare(self, log: EventLog, *, rehearse: bool = False) -> None:  # noqa: B027
+    def prepare(self, log: Run, *, rehearse: bool = False) -> None:  # noqa: B027
         """One-off work before training, e.g. filling a latent cache (an optional hook).
         ``rehearse``: a rehearsal, which may skip what only repeats its later passes."""
 

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from orchestrator.client import Run
 from shared.data import video_batches
-from shared.events import EventLog
 from shared.experiment import Experiment, index_batches
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer
@@ -224,7 +224,7 @@ class FrozenTokenizerExperiment(Experiment):
             condition = self.frozen_condition(videos)
             yield [{"condition": condition[b].cpu()} for b in range(videos.shape[0])]
 
-    def prepare(self, log: EventLog, *, rehearse: bool = False) -> None:
+    def prepare(self, log: Run, *, rehearse: bool = False) -> None:
         indices = list(range(self.train_clips))
         self._cached = {}
         for name, cache, compute in (("latent", self.cache, self._latent_entries),

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from orchestrator.client import ThreadGrant
 from shared.errors import ConfigError
 
 
@@ -133,45 +134,21 @@ def configure_threads(threads: int | None) -> int:
     return threads
 
 
-# Set by the orchestrator for a CPU job: a file holding the thread count the job may use now.
-THREADS_FILE_ENV = "ORCH_THREADS_FILE"
-
-
 class ThreadBudget:
-    """Follows the thread count the orchestrator grants a running job.
-
-    When the other jobs of a run end, orch writes a larger count to the file named by
-    ``ORCH_THREADS_FILE`` so the cores they freed do not idle; ``poll()`` (cheap: a stat at
-    most every ``check_every_s``) applies it with ``torch.set_num_threads``. A changed thread
-    count changes float summation order, so a run that was granted threads is reproducible
-    to rounding, not bit for bit. Without the variable (a run started by hand) it does nothing.
-    """
+    """Applies the thread counts orch grants a running job (``orchestrator.client.
+    ThreadGrant``: when the other jobs of a run end, orch writes a larger count to the file
+    named by ``ORCH_THREADS_FILE``) with ``torch.set_num_threads``, so the cores they freed
+    do not idle. A changed thread count changes float summation order, so a run that was
+    granted threads is reproducible to rounding, not bit for bit. Without the variable (a
+    run started by hand) it does nothing."""
 
     def __init__(self, check_every_s: float = 2.0) -> None:
-        self.path = os.environ.get(THREADS_FILE_ENV) or None
-        self.check_every_s = check_every_s
-        self._next_check = 0.0
-        self._seen: tuple[int, int] | None = None  # (inode, mtime) of the file last read
+        self.grant = ThreadGrant(check_every_s)
 
     def poll(self) -> int | None:
         """The new thread count if a new grant was applied, else None."""
-        if self.path is None:
-            return None
-        now = time.monotonic()
-        if now < self._next_check:
-            return None
-        self._next_check = now + self.check_every_s
-        try:
-            stat = os.stat(self.path)
-            stamp = (stat.st_ino, stat.st_mtime_ns)  # orch replaces the file: a new inode
-            if stamp == self._seen:
-                return None
-            self._seen = stamp
-            with open(self.path) as grant:
-                threads = int(grant.read().strip())
-        except (OSError, ValueError):  # not written yet, or caught mid-replace: next time
-            return None
-        if threads < 1 or threads == torch.get_num_threads():
+        threads = self.grant.poll()
+        if threads is None or threads == torch.get_num_threads():
             return None
         torch.set_num_threads(threads)
         return threads

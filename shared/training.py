@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from orchestrator.formats import RESULTS_SCHEMA, write_json_atomic
+from orchestrator.client import Run
+from orchestrator.formats import RESULTS_SCHEMA
 from shared import runtime
 from shared.checkpoint import save_checkpoint
 from shared.data import LoaderSettings
 from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, SharedError
 from shared.evaluation import Evaluator
-from shared.events import EventLog
 from shared.experiment import Experiment
 from shared.rehearsal import (
     REHEARSAL_EVAL_CLIPS,
@@ -243,7 +243,7 @@ def train(
     """Train, evaluate and write results; returns the results record."""
     output_dir = run.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
-    log = EventLog(output_dir / "events.jsonl")
+    log = Run(output_dir)  # events.jsonl now, results.json at the end
     # The orchestrator stops a job with SIGTERM to its process group: make that an orderly
     # interruption (an error event, checkpoints intact) instead of a silent death.
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -254,8 +254,7 @@ def train(
         if not isinstance(error, SystemExit):
             user_error = isinstance(error, (SharedError, KeyboardInterrupt))
             tail = "" if user_error else traceback.format_exc()
-            log.emit("error", message=_first_line(error), kind=_error_kind(error),
-                     traceback=tail[-4000:])
+            log.error(_first_line(error), kind=_error_kind(error), traceback_text=tail)
         if _is_oom(error):  # one line and exit code 5: orch retries with a smaller micro-batch
             raise OutOfMemory(f"out of memory at --micro-batch {config.micro_batch_size} "
                               f"({_first_line(error)}): retry with a smaller --micro-batch"
@@ -277,7 +276,7 @@ def _train(
     run: RunSpec,
     evaluator: Evaluator,
     run_config: dict[str, Any],
-    log: EventLog,
+    log: Run,
 ) -> dict[str, Any]:
     wall_start = time.perf_counter()
     threads = runtime.configure_threads(run.threads)
@@ -344,16 +343,17 @@ def _train(
     with inference.autocast(), meter.measure_evaluation("final"):
         final = evaluator.evaluate_all(experiment, model_row=model_row)
         strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")
-    results = _write_results(
+    results = _results_record(
         experiment, config=config, run=run, run_config=run_config, device=device,
         threads=threads, history=history, final=final, strip_path=strip_path,
         inference=inference, train_seconds=train_seconds, wall_start=wall_start,
     )
+    log.write_results(results)
     if isinstance(meter, RehearsalMeter):
         meter.end_evaluation()
         write_rehearsal(run.output_dir / REHEARSAL_FILE, experiment, meter, config=config,
                         device=device, precision=precision, inference=inference)
-    log.emit("end", status="success", wall_s=results["timings"]["wall_s"], results="results.json")
+    log.end(wall_s=results["timings"]["wall_s"])
     return results
 
 
@@ -468,7 +468,7 @@ class _EpochLoop:
     total_steps: int
     device: torch.device
     precision: runtime.Precision
-    log: EventLog
+    log: Run
     step: int  # optimizer steps done so far, over all epochs
     meter: StepMeter = field(default_factory=StepMeter)
     thread_budget: runtime.ThreadBudget = field(default_factory=runtime.ThreadBudget)
@@ -569,7 +569,7 @@ class _EpochLoop:
               f"{record['samples_per_s']:.1f} samples/s eta {record['eta_s']:.0f}s", flush=True)
 
 
-def _evaluate_epoch(experiment: Experiment, evaluator: Evaluator, log: EventLog, *,
+def _evaluate_epoch(experiment: Experiment, evaluator: Evaluator, log: Run, *,
                     epoch: int) -> tuple[dict[str, Any], dict[str, float]]:
     """Score the model on the held-out clips and log it; the model's row and the variant's
     own held-out figures."""
@@ -607,7 +607,7 @@ def _save_epoch_checkpoint(
     path: Path,
     experiment: Experiment,
     optimizer: _Optimizer,
-    log: EventLog,
+    log: Run,
     *,
     epoch: int,
     history: list[dict[str, Any]],
@@ -625,7 +625,7 @@ def _save_epoch_checkpoint(
     log.emit("checkpoint", epoch=epoch, path=LAST_CHECKPOINT)
 
 
-def _write_results(
+def _results_record(
     experiment: Experiment,
     *,
     config: TrainConfig,
@@ -640,7 +640,7 @@ def _write_results(
     train_seconds: float,
     wall_start: float,
 ) -> dict[str, Any]:
-    """``results.json`` from the final rows beside the reference rows."""
+    """The ``results.json`` record: the final rows beside the reference rows."""
     samples_seen = config.epochs * config.train_clips
     results = {
         "schema": RESULTS_SCHEMA,
@@ -664,7 +664,6 @@ def _write_results(
         },
         "artifacts": {"checkpoint": LAST_CHECKPOINT, "frames": strip_path.name},
     }
-    write_json_atomic(run.output_dir / "results.json", results)
     return results
 
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from orchestrator.client import THREADS_FILE_ENV
 from shared import runtime
 from shared.errors import ConfigError
 
@@ -118,7 +119,7 @@ def test_threads_from_option_or_environment(monkeypatch):
 
 def test_thread_budget_follows_the_grants_orch_writes(tmp_path, monkeypatch):
     grant = tmp_path / "orch-threads"
-    monkeypatch.setenv(runtime.THREADS_FILE_ENV, str(grant))
+    monkeypatch.setenv(THREADS_FILE_ENV, str(grant))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -134,7 +135,7 @@ def test_thread_budget_follows_the_grants_orch_writes(tmp_path, monkeypatch):
 
 
 def test_thread_budget_does_nothing_for_a_run_started_by_hand(monkeypatch):
-    monkeypatch.delenv(runtime.THREADS_FILE_ENV, raising=False)
+    monkeypatch.delenv(THREADS_FILE_ENV, raising=False)
     assert runtime.ThreadBudget(check_every_s=0.0).poll() is None
 
 

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from branches.baseline import train as baseline_train
+from orchestrator.client import Run
 from shared import runtime
 from shared.errors import ConfigError, run_cli
-from shared.events import EventLog
 from shared.experiment import Experiment, index_batches
 from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.testing import write_micro_tokenizer
@@ -115,7 +115,7 @@ def _train_regression(tmp_path: Path, micro_batch: int | None):
     precision = runtime.select_precision("cpu")
     optimizer = _Optimizer.for_experiment(experiment, config, precision, total_steps=2)
     loop = _EpochLoop(config=config, seed=0, total_steps=2, device=torch.device("cpu"),
-                      precision=precision, log=EventLog(tmp_path / f"{micro_batch}.jsonl"),
+                      precision=precision, log=Run(tmp_path / f"mb{micro_batch}"),
                       step=0)
     losses, logs = loop.train_epoch(experiment, optimizer, epoch=1)
     return experiment, losses, logs

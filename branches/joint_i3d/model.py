@@ -68,8 +68,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from branches.joint_i3d.config import JointI3DConfig, JointLossConfig
+from orchestrator.client import Run
 from shared.data import stack_videos, video_batches
-from shared.events import EventLog
 from shared.experiment import Experiment, index_batches
 from shared.latent_experiment import (
     LatentLayout,
@@ -170,7 +170,7 @@ class JointI3DExperiment(Experiment):
         tokens_bnd = features if features.dim() == 3 else features[:, None]
         return self.fusion(tokens_bnd.float())
 
-    def prepare(self, log: EventLog, *, rehearse: bool = False) -> None:
+    def prepare(self, log: Run, *, rehearse: bool = False) -> None:
         # The probe figures of the pretrained tokenizer, so the per-epoch ones have a start.
         # A rehearsal skips them: its epoch's drift runs the same passes on the same clip.
         if rehearse:

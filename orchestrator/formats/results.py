@@ -99,6 +99,19 @@ class Results(Record):
         return None if not relative else self._path.parent / relative
 
 
+def check_results(record: dict[str, Any]) -> Results:
+    """Validate a results record before it is written; raises ``ValueError`` naming the
+    field (what a train script gets from ``orchestrator.client.Run.write_results``)."""
+    schema = record.get("schema")
+    if schema != RESULTS_SCHEMA:
+        raise ValueError(f"results: schema {schema!r} is not supported (this orch reads "
+                         f"{RESULTS_SCHEMA})")
+    try:
+        return Results.model_validate_json(json.dumps(record, allow_nan=False))
+    except ValidationError as error:
+        raise ValueError(f"results: {error_text(error)}") from None
+
+
 def load_results(path: Path) -> Results:
     """Read and validate one results.json; raises ``CorruptFile`` naming the file and field."""
     try:
