@@ -1,11 +1,18 @@
-"""The study: config.yaml at the repo root, read into typed, validated dataclasses.
+"""The study: config.yaml at the repo root (or the file `--config`/`ORCH_CONFIG` names), read
+into typed, validated dataclasses.
 
-Every problem (unknown key, wrong type, missing variant folder, duplicate name or branch)
-becomes one `ConfigError` line naming the key and its line in the file, never a traceback.
+Every problem (unknown key, wrong type, missing variant folder, duplicate name or branch, a
+file that is not text) becomes one `ConfigError` line naming the key and its line in the
+file, never a traceback.
+
+Relative paths: folders and gates (`worktree_root`, `folder`, `gate`, `depends_on`) are
+relative to the repo root, or to a variant's worktree where its code runs; files the config
+names (`inputs[].path`, a preset's `data`) are relative to the config file itself.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -15,9 +22,11 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, UsageError
+from orchestrator.study import StudyDeclaration, study_problems
 
 CONFIG_FILE = "config.yaml"
+CONFIG_ENV = "ORCH_CONFIG"  # the config file, when it is not config.yaml at the repo root
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -127,7 +136,7 @@ class SharedJob:
 @dataclass(frozen=True)
 class Preset:
     description: str = ""
-    data: str | None = None  # passed as --data FILE
+    data: str | None = None  # passed as --data FILE (relative to the config file)
     tokenizer: str | None = None  # passed as --tokenizer SOURCE when no shared job gives one
     train_args: list[str] = field(default_factory=list)
     # `python -m MODULE --preset P --output DIR` writes stand-ins for a rehearsal: random
@@ -149,7 +158,9 @@ class Config:
     inputs: list[Input] = field(default_factory=list)
     variants: list[Variant] = field(default_factory=list)
     ray: RayBackend = field(default_factory=RayBackend)
-    root: Path = field(default=Path("."), metadata={"yaml": False})
+    study: StudyDeclaration | None = None  # metrics and reference rows (orchestrator.study)
+    root: Path = field(default=Path("."), metadata={"yaml": False})  # the repo root
+    path: Path = field(default=Path(CONFIG_FILE), metadata={"yaml": False})  # this file
 
     @property
     def worktree_dir(self) -> Path:
@@ -159,6 +170,11 @@ class Config:
     def worktree_path(self, variant: Variant) -> Path:
         return self.worktree_dir / variant.name
 
+    def file_path(self, name: str) -> Path:
+        """A file the config names (an input, a preset's data): relative to the config file."""
+        p = Path(name).expanduser()
+        return p if p.is_absolute() else self.path.parent / p
+
     def enabled_variants(self) -> list[Variant]:
         return [v for v in self.variants if v.enabled]
 
@@ -167,13 +183,15 @@ class Config:
         if not names:
             chosen = self.enabled_variants()
             if not chosen:
-                raise ConfigError(f"{CONFIG_FILE}: no enabled variants; set enabled: true on one")
+                raise UsageError(f"no variant is enabled in {self.path.name}: set `enabled: true` "
+                                 "on one there (`orch train NAME` trains a disabled one)")
             return chosen
         by_name = {v.name: v for v in self.variants}
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise ConfigError(
-                f"unknown variant {unknown[0]!r}; config.yaml declares: {', '.join(by_name)}"
+                f"unknown variant {unknown[0]!r}; {self.path.name} declares: "
+                f"{', '.join(by_name)}"
             )
         return [by_name[n] for n in dict.fromkeys(names)]
 
@@ -181,7 +199,7 @@ class Config:
         name = name or self.default_preset
         if name not in self.presets:
             known = ", ".join(self.presets)
-            raise ConfigError(f"unknown preset {name!r}; config.yaml declares: {known}")
+            raise ConfigError(f"unknown preset {name!r}; {self.path.name} declares: {known}")
         return name
 
 
@@ -194,22 +212,70 @@ def find_root(start: Path | None = None) -> Path:
     for d in (here, *here.parents):
         if (d / CONFIG_FILE).exists():
             return d
-    for d in (here, *here.parents):
+    found = git_root(here)
+    if found is None:
+        raise ConfigError(f"no {CONFIG_FILE} here or above {here}; run orch from the study's "
+                          "repo, or name the config with --config PATH")
+    return found
+
+
+def git_root(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that is a git repository or worktree."""
+    for d in (start, *start.parents):
         if (d / ".git").exists():
             return d
-    raise ConfigError(f"no {CONFIG_FILE} here or above {here}; run orch from the study's repo")
+    return None
+
+
+def locate(config: str | os.PathLike[str] | None = None,
+           start: Path | None = None) -> tuple[Path, Path]:
+    """(repo root, config file). The file is ``config`` (`--config`), else $ORCH_CONFIG, both
+    relative to the current folder; its repo root is the git repository holding the file,
+    else the one holding the current folder. Without either: config.yaml at `find_root`."""
+    here = (start or Path.cwd()).resolve()
+    given, source = (os.fspath(config), "--config") if config is not None else (
+        os.environ.get(CONFIG_ENV, ""), CONFIG_ENV)
+    if not given:
+        root = find_root(here)
+        return root, root / CONFIG_FILE
+    path = (here / Path(given).expanduser()).resolve()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{source} {given}: {path} {what}; name orch's config file")
+    repo = git_root(path.parent) or git_root(here)
+    if repo is None:
+        raise ConfigError(f"{source} {given}: neither {path.parent} nor {here} is in a git "
+                          "repository; run orch from the study's repo")
+    return repo, path
 
 
 def load_config(root: Path | None = None, path: Path | None = None) -> Config:
-    root = (root or find_root()).resolve()
-    path = path or root / CONFIG_FILE
-    if not path.exists():
-        raise ConfigError(f"{path.name} not found in {root}; create it (see README)")
-    text = path.read_text(encoding="utf-8")
-    return parse_config(text, root=root, filename=path.name)
+    """The config at ``path`` for the repo at ``root``. Without ``root``, `locate` finds both
+    (from ``path``, $ORCH_CONFIG or config.yaml); with ``root`` alone, its config.yaml."""
+    if root is None:
+        root, path = locate(path)
+    root = root.resolve()
+    path = (path or root / CONFIG_FILE).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path.name} not found in {path.parent}; create it (see README), or "
+                          "name orch's config with --config PATH")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); orch's config "
+                          "is YAML text") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); orch's config is YAML "
+                          "text")
+    return parse_config(text, root=root, filename=path.name, path=path)
 
 
-def parse_config(text: str, root: Path, filename: str = CONFIG_FILE) -> Config:
+def parse_config(text: str, root: Path, filename: str = CONFIG_FILE,
+                 path: Path | None = None) -> Config:
+    """``text`` as the config of the repo at ``root``, read from ``path`` (default:
+    ``root/filename``), which relative file names start from."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -225,13 +291,14 @@ def parse_config(text: str, root: Path, filename: str = CONFIG_FILE) -> Config:
         data = {}
     v = _Validator(lines, filename)
     cfg = v.build(Config, data, ())
-    cfg = _replace_root(cfg, root)
+    cfg = _place(cfg, root, path or root / filename)
     _check(cfg, v)
     return cfg
 
 
-def _replace_root(cfg: Config, root: Path) -> Config:
+def _place(cfg: Config, root: Path, path: Path) -> Config:
     object.__setattr__(cfg, "root", root)
+    object.__setattr__(cfg, "path", path)
     return cfg
 
 
@@ -333,6 +400,8 @@ def _check(cfg: Config, v: _Validator) -> None:
         raise v.fail(("gate_preset",), f"{cfg.gate_preset!r} is not in presets")
     if cfg.grace_seconds < 0:
         raise v.fail(("grace_seconds",), "must be >= 0")
+    for problem in study_problems(cfg.study.spec()) if cfg.study else ():
+        raise v.fail(("study",), problem)
     if cfg.ray.max_retries < 0 or cfg.ray.gpu_memory_gb < 0:
         raise v.fail(("ray",), "max_retries and gpu_memory_gb must be >= 0")
     names: dict[str, int] = {}
@@ -364,6 +433,15 @@ def _check(cfg: Config, v: _Validator) -> None:
             if own_r is not None and (own_r.gpus < 0 or own_r.gpu_memory_gb < 0):
                 raise v.fail(("variants", i, "presets", preset, "resources"),
                              "gpus and gpu_memory_gb must be >= 0")
+    for i, shared in enumerate(cfg.shared_jobs):
+        if not NAME_RE.match(shared.name):
+            raise v.fail(("shared_jobs", i, "name"),
+                         f"{shared.name!r}: use lowercase letters, digits, - and _")
+        artifact = Path(shared.artifact)
+        if artifact.is_absolute() or ".." in artifact.parts or not artifact.parts:
+            raise v.fail(("shared_jobs", i, "artifact"),
+                         f"{shared.artifact!r} is not inside the job's output folder: name the "
+                         "file it writes there, as a relative path without ..")
     sections: list[tuple[str, int, SharedJob | Input]] = [
         *(("shared_jobs", i, job) for i, job in enumerate(cfg.shared_jobs)),
         *(("inputs", i, job) for i, job in enumerate(cfg.inputs))]

@@ -77,9 +77,9 @@ def train_argv(cfg: Config, job: JobState, variant: Variant, *, threads: int, de
     for item in cfg.inputs:
         if job.preset in item.presets and item.serves(job.variant):
             path = (rehearsal.inputs.get(item.name) if rehearsal is not None else None)
-            argv += [item.pass_as, path or str(cfg.root / item.path)]
+            argv += [item.pass_as, path or str(cfg.file_path(item.path))]
     if preset.data:
-        argv += ["--data", str(cfg.root / preset.data)]
+        argv += ["--data", str(cfg.file_path(preset.data))]
     if preset.tokenizer and "--tokenizer" not in argv:
         argv += ["--tokenizer", preset.tokenizer]
     return [*argv, *preset.train_args, *variant.train_args_at(job.preset)]

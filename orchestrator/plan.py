@@ -436,7 +436,10 @@ def run_peak(job: JobState) -> tuple[str, int, float] | None:
         return None
     if peak is None or not math.isfinite(peak) or peak <= 0:
         return None
-    return device_kind(results.environment.device), micro, peak
+    device = results.environment.get("device")
+    if not isinstance(device, str):
+        return None
+    return device_kind(device), micro, peak
 
 
 def with_peaks(plan: Plan, peaks: dict[str, dict[int, float]], source: str) -> Plan:

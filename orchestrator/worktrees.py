@@ -147,7 +147,7 @@ def _spawn_one(cfg: Config, v: Variant) -> SpawnResult:
         except GitError:
             raise GitError(
                 f"base_ref {cfg.base_ref!r} is not a commit in this repo; fix base_ref in "
-                "config.yaml or commit something first"
+                f"{cfg.path.name} or commit something first"
             ) from None
         git(["branch", v.branch, cfg.base_ref], root)
         branch_created = True

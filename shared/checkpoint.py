@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,11 +75,27 @@ def read_checkpoint(source: str | os.PathLike[str], *, mmap: bool = False) -> An
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CheckpointError(
-            f"{os.fspath(source)} is not a readable weights-only torch checkpoint "
-            f"({type(error).__name__}: {first_line[:200]}): re-download or re-save it"
-        ) from None
+        raise CheckpointError(_load_error(os.fspath(source), error)) from None
+
+
+# Torch's advice on a refused file: load it with weights_only=False, i.e. run the code the
+# file holds. It is never passed on; the lines of torch's message that give it are dropped.
+_TORCH_ADVICE = re.compile(r"weights.only|trusted source|torch\.load|add_safe_globals", re.I)
+
+
+def _load_error(source: str, error: Exception) -> str:
+    """One line on why ``source`` did not load weights-only."""
+    text = str(error).strip()
+    named = re.search(r"GLOBAL (\S+)", text) or re.search(r"got <class '([^']+)'>", text)
+    if named is not None:  # refused as unsafe: it pickles a class or function
+        return (f"{source} holds Python objects beyond tensors and plain containers "
+                f"(unsupported global {named.group(1)}); it is loaded weights-only on purpose, "
+                "so that reading a file never runs code from it: re-save it as a state dict "
+                "(torch.save(model.state_dict(), path))")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _TORCH_ADVICE.search(ln)]
+    detail = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+    return (f"{source} is not a readable weights-only torch checkpoint ({detail}): re-download "
+            "it, or re-save it as a state dict")
 
 
 def load_strict(

@@ -38,8 +38,9 @@ import torch
 
 from orchestrator.client import Run
 from orchestrator.formats import RESULTS_SCHEMA
+from orchestrator.formats.results import FRAME_STRIP_CAPTION
 from shared import runtime
-from shared.checkpoint import save_checkpoint
+from shared.checkpoint import read_checkpoint, save_checkpoint
 from shared.data import LoaderSettings
 from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, SharedError
 from shared.evaluation import Evaluator
@@ -54,6 +55,7 @@ from shared.rehearsal import (
 )
 
 LAST_CHECKPOINT = "checkpoints/last.pt"
+PER_FRAME_SERIES = ("psnr", "ssim")  # the per-frame curves results.json carries
 EVAL_PRECISIONS = ("fp32", "amp")
 
 
@@ -449,7 +451,7 @@ def _resume(
     """(first epoch to train, history so far, training seconds so far): from the last
     checkpoint with ``resume``, else a fresh start."""
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(checkpoint_path)  # weights-only; a refusal is one line
         experiment.trainable.load_state_dict(state["trainable"])
         optimizer.load_state_dict(state)
         _set_rng_state(state["rng"])
@@ -640,7 +642,8 @@ def _results_record(
     train_seconds: float,
     wall_start: float,
 ) -> dict[str, Any]:
-    """The ``results.json`` record: the final rows beside the reference rows."""
+    """The ``results.json`` record (schema 2): the model's row beside the reference rows,
+    each one's PSNR and SSIM per future frame as series, the frame strip as a picture."""
     samples_seen = config.epochs * config.train_clips
     results = {
         "schema": RESULTS_SCHEMA,
@@ -654,7 +657,13 @@ def _results_record(
         "environment": runtime.environment(device, threads),
         "parameters": experiment.parameter_counts(),
         "history": history,
-        "final": final,
+        "metrics": {row: {k: v for k, v in values.items() if k != "per_frame"}
+                    for row, values in final.items()},
+        "series": {f"{metric}_per_frame": {
+            "index": "future frame", "metric": metric,
+            "rows": {row: values["per_frame"][metric] for row, values in final.items()}}
+            for metric in PER_FRAME_SERIES},
+        "images": {"frames": {"path": strip_path.name, "caption": FRAME_STRIP_CAPTION}},
         "timings": {
             "wall_s": time.perf_counter() - wall_start,
             "train_s": train_seconds,
@@ -662,7 +671,7 @@ def _results_record(
             # Reserved on CUDA, not allocated: what other processes on the GPU cannot have.
             "peak_memory_mb": runtime.peak_memory(device)["peak_memory_mb"],
         },
-        "artifacts": {"checkpoint": LAST_CHECKPOINT, "frames": strip_path.name},
+        "artifacts": {"checkpoint": LAST_CHECKPOINT},
     }
     return results
 

@@ -86,7 +86,7 @@ def test_a_run_scores_only_the_epochs_it_evaluates(tmp_path, tokenizer_path, mon
     assert [h.epoch for h in results.history] == [1, 2, 3]
     assert results.history[0].eval is None and results.history[1].eval is not None
     # The final model row is epoch 3's, not scored a second time.
-    assert results.final["model"].psnr == pytest.approx(results.history[2].eval["psnr"])
+    assert results.metrics["model"]["psnr"] == pytest.approx(results.history[2].eval["psnr"])
     assert results.config["eval_dtype"] == "fp32"
 
 

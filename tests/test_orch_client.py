@@ -14,22 +14,18 @@ from orchestrator.client import THREADS_FILE_ENV, Run, ThreadGrant
 from orchestrator.formats import load_results, read_events
 from orchestrator.formats.results import RESULTS_SCHEMA
 
-ROW = {"mse": 1.0, "mae": 2.0, "psnr": 20.0, "ssim": 0.5, "mse_per_pixel": 0.1,
-       "per_frame": {"psnr": [21.0, 19.0]}}
-
 
 def _results() -> dict:
+    """A schema-2 record of a study that is not the video one: its own metrics and rows."""
     return {
         "schema": RESULTS_SCHEMA, "variant": "wide", "preset": "micro", "seed": 0,
         "status": "success", "config": {"width": 64},
-        "environment": {"python": "3", "torch": "none", "device": "cpu", "cuda": None,
-                        "platform": "linux", "threads": 1},
-        "parameters": {"trainable": 10, "frozen": 0},
-        "history": [{"epoch": 1, "train_loss": 0.5, "eval": {"psnr": 20.0}, "seconds": 1.0}],
-        "final": {"model": ROW, "black": ROW, "copy_last": ROW, "oracle": ROW},
-        "timings": {"wall_s": 1.0, "train_s": 1.0, "samples_per_s": 8.0,
-                    "peak_memory_mb": None},
-        "artifacts": {"checkpoint": None},
+        "environment": {"python": "3.11", "device": "cpu"},
+        "history": [{"epoch": 1, "train_loss": 0.5, "eval": {"accuracy": 0.8}}],
+        "metrics": {"model": {"accuracy": 0.8, "loss": 0.4},
+                    "majority_class": {"accuracy": 0.5, "loss": 0.7}},
+        "series": {"accuracy_per_length": {"index": "sequence length", "metric": "accuracy",
+                                           "rows": {"model": [0.9, 0.7]}}},
     }
 
 
@@ -39,7 +35,7 @@ def test_a_run_written_with_the_client_reads_back_with_orchs_readers(tmp_path: P
                   total_steps=2)
         run.progress(epoch=1, step=1, loss=0.7, total_steps=2)
         run.progress(epoch=1, step=2, loss=float("nan"))  # not JSON: written as null
-        run.eval(epoch=1, metrics={"psnr": 20.0})
+        run.eval(epoch=1, metrics={"accuracy": 0.8})
         run.checkpoint(epoch=1, path="checkpoints/last.pt")
         run.write_results(_results())
         run.end()
@@ -48,15 +44,19 @@ def test_a_run_written_with_the_client_reads_back_with_orchs_readers(tmp_path: P
                                          "end"]
     assert events[0].pid == os.getpid() and events[1].loss == 0.7
     assert events[-1].results == "results.json" and events[-1].wall_s is not None
-    assert load_results(tmp_path / "out" / "results.json").final["model"].psnr == 20.0
+    read = load_results(tmp_path / "out" / "results.json")
+    assert read.metrics["model"]["accuracy"] == 0.8
+    assert read.series["accuracy_per_length"].rows["model"] == (0.9, 0.7)
 
 
 def test_a_record_the_format_refuses_is_not_written(tmp_path: Path) -> None:
     run = Run(tmp_path)
     broken = _results()
-    del broken["final"]["oracle"]
-    with pytest.raises(ValueError, match="final.oracle"):
+    del broken["metrics"]["model"]
+    with pytest.raises(ValueError, match="metrics.model"):
         run.write_results(broken)
+    with pytest.raises(ValueError, match="metrics.model.accuracy"):
+        run.write_results(_results() | {"metrics": {"model": {"accuracy": "high"}}})
     with pytest.raises(ValueError, match="schema"):
         run.write_results(_results() | {"schema": 99})
     assert not (tmp_path / "results.json").exists()

@@ -115,18 +115,22 @@ def test_load_results_names_the_bad_field(tmp_path: Path) -> None:
     good = tmp_path / "results.json"
     good.write_text(json.dumps(results_doc("baseline", 3, 24.0, 0.8)))
     res = load_results(good)
-    assert res.seed == 3 and res.final["copy_last"].psnr == 21.0
-    assert res.final["model"].per_frame["psnr"][0] == 25.5
-    assert res.artifact("frames") == tmp_path / "frames.png"
+    # A schema-1 file reads as schema 2: rows under metrics, per-frame lists as series,
+    # the strip as an image.
+    assert res.seed == 3 and res.metrics["copy_last"]["psnr"] == 21.0
+    assert res.read_from_schema == 1 and res.schema_version == 2
+    assert res.series["psnr_per_frame"].rows["model"][0] == 25.5
+    assert res.series["psnr_per_frame"].index == "future frame"
+    assert res.image_path("frames") == tmp_path / "frames.png"
 
     doc = results_doc("baseline", 3, 24.0, 0.8)
     del doc["final"]["oracle"]["ssim"]
     good.write_text(json.dumps(doc))
     with pytest.raises(CorruptFile, match=r"final\.oracle\.ssim"):
         load_results(good)
-    doc = results_doc("baseline", 3, 24.0, 0.8) | {"schema": 2}
+    doc = results_doc("baseline", 3, 24.0, 0.8) | {"schema": 3}
     good.write_text(json.dumps(doc))
-    with pytest.raises(CorruptFile, match="schema 2"):
+    with pytest.raises(CorruptFile, match="schema 3"):
         load_results(good)
     doc = results_doc("baseline", 3, 24.0, 0.8)
     doc["parameters"]["trainable"] = "many"
@@ -142,11 +146,14 @@ def test_build_report_merges_and_warns(run_dir: Path) -> None:
 
     by_name = {s.variant: s for s in report.variants}
     base, joint = by_name["baseline"], by_name["joint"]
-    assert base.seeds == (0, 1) and base.psnr.n == 2
+    psnr, ssim = base.metrics["psnr"], base.metrics["ssim"]
+    assert base.seeds == (0, 1) and psnr.n == 2
     # two seeds: mean 25, s = sqrt(2), half width = 12.706 * sqrt(2) / sqrt(2)
-    assert base.psnr.mean == pytest.approx(25.0)
-    assert base.psnr.half_width == pytest.approx(12.706)
-    assert base.ssim.half_width == pytest.approx(12.706 * 0.02)
+    assert psnr.mean == pytest.approx(25.0)
+    assert psnr.half_width == pytest.approx(12.706)
+    assert ssim.half_width == pytest.approx(12.706 * 0.02)
+    # schema-1 results and no declaration: the video study's (PSNR ranks)
+    assert report.study.ranking is not None and report.study.ranking.name == "psnr"
     # ranked by PSNR; joint (20.25) lost to copy-last (21) and says so
     assert [s.variant for s in report.variants][:2] == ["baseline", "joint"]
     assert base.rank == 1 and joint.rank == 2 and not base.flags
@@ -163,7 +170,7 @@ def test_build_report_merges_and_warns(run_dir: Path) -> None:
 def test_oracle_differs_per_variant_gets_a_row_each(run_dir: Path) -> None:
     path = run_dir / "joint-s0" / "results.json"
     doc = json.loads(path.read_text())
-    doc["final"]["oracle"]["psnr"] = 28.0
+    doc["final"]["oracle"]["psnr"] = 28.0  # schema 1: the rows are under "final"
     path.write_text(json.dumps(doc))
     labels = [r.label for r in build_report(run_dir).references]
     assert "oracle (baseline)" in labels and "oracle (joint)" in labels and "black" in labels
@@ -188,6 +195,7 @@ def test_report_files(run_dir: Path, tmp_path: Path) -> None:
     assert page.count("<svg") >= 4  # PSNR bars, SSIM bars, per-frame PSNR, losses
     assert "PSNR per future frame" in page and "loss per step" in page
     assert page.count('src="data:image/png;base64,') == 4  # one strip per readable job
+    assert "predicted future" in page  # the strip's caption, from the results
     assert "<details>" in page and "print(&#x27;&lt;hi&gt;&#x27;)" in page  # escaped diff
     assert "test_model_builds" in page and "out of memory on cpu" in page
 
@@ -206,7 +214,8 @@ def test_run_dir_without_state_uses_results_files(tmp_path: Path) -> None:
         (out / "results.json").write_text(json.dumps(results_doc("baseline", seed, psnr, 0.8)))
     report = build_report(tmp_path)
     (summary,) = report.variants
-    assert summary.variant == "baseline" and summary.psnr.mean == pytest.approx(23.0)
+    assert summary.variant == "baseline"
+    assert summary.metrics["psnr"].mean == pytest.approx(23.0)
 
 
 # ---------------------------------------------------------------------------- the command
@@ -235,8 +244,9 @@ def test_compare_json_matches_report(run_dir: Path, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["run_id"] == "20260101-120000-1"
     base = next(v for v in data["variants"] if v["variant"] == "baseline")
-    assert base["psnr"]["mean"] == pytest.approx(25.0) and base["psnr"]["n"] == 2
-    assert base["psnr"]["half_width"] == pytest.approx(12.706)
+    psnr = base["metrics"]["psnr"]
+    assert psnr["mean"] == pytest.approx(25.0) and psnr["n"] == 2
+    assert psnr["half_width"] == pytest.approx(12.706)
     assert any("slowfast-s0" in w for w in data["warnings"])
     assert data["html_path"].endswith("report.html")
     assert [r["label"] for r in data["references"]] == ["black", "copy-last", "oracle"]
@@ -265,7 +275,7 @@ def test_compare_table_and_errors(run_dir: Path, tmp_path: Path,
                                            "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert "report.html" in result.stdout and (tmp_path / "o" / "report.md").exists()
-    assert "joint scores below copy-last: PSNR 20.25 ± 3.18 vs 21.00" in result.stdout
+    assert "joint scores below copy-last (a floor): PSNR 20.25 ± 3.18 vs 21.00" in result.stdout
 
     missing = runner.invoke(compare_app(), ["compare", "--run", "nope"])
     assert isinstance(missing.exception, OrchError) and "nope" in str(missing.exception)

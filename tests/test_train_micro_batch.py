@@ -150,7 +150,7 @@ def test_baseline_with_micro_batches_matches_the_whole_batch(tmp_path, tokenizer
     assert set(calls) == {4} and len(calls) == 2 * train["epochs"] * train["train_clips"] // 8
     assert whole["config"]["train"]["accumulation"] == 1
     assert len(split["history"]) == len(whole["history"])
-    assert split["final"]["model"]["psnr"] == pytest.approx(whole["final"]["model"]["psnr"],
+    assert split["metrics"]["model"]["psnr"] == pytest.approx(whole["metrics"]["model"]["psnr"],
                                                             abs=1e-4)
     assert [h["train_loss"] for h in split["history"]] == pytest.approx(
         [h["train_loss"] for h in whole["history"]], rel=1e-5)

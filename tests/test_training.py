@@ -12,7 +12,8 @@ from shared.latent_experiment import FrozenTokenizerExperiment
 from shared.testing import write_micro_tokenizer
 
 REQUIRED = {"schema", "variant", "preset", "seed", "status", "config", "environment",
-            "parameters", "history", "final", "timings", "artifacts"}
+            "parameters", "history", "metrics", "series", "images", "timings", "artifacts"}
+ROWS = {"model", "black", "copy_last", "oracle"}
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +39,20 @@ def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_pa
     results = _run(tmp_path / "run", tokenizer_path)
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert REQUIRED <= set(on_disk) and on_disk["status"] == "success"
-    assert set(on_disk["final"]) == {"model", "black", "copy_last", "oracle"}
+    assert on_disk["schema"] == 2 and set(on_disk["metrics"]) == ROWS
     future_frames = results["config"]["study"]["data"]["frames"] - \
         results["config"]["study"]["data"]["context_frames"]
-    for row in on_disk["final"].values():
-        assert {"mse", "mae", "psnr", "ssim", "per_frame"} <= set(row)
-        assert len(row["per_frame"]["psnr"]) == future_frames
+    for row in on_disk["metrics"].values():
+        assert set(row) == {"mse", "mae", "psnr", "ssim", "mse_per_pixel", "clips"}
+    for name, metric in (("psnr_per_frame", "psnr"), ("ssim_per_frame", "ssim")):
+        series = on_disk["series"][name]
+        assert (series["index"], series["metric"], set(series["rows"])) == \
+            ("future frame", metric, ROWS)
+        assert all(len(curve) == future_frames for curve in series["rows"].values())
     assert len(on_disk["history"]) == results["config"]["train"]["epochs"]
     assert (tmp_path / "run" / on_disk["artifacts"]["checkpoint"]).is_file()
-    assert (tmp_path / "run" / on_disk["artifacts"]["frames"]).is_file()
+    assert (tmp_path / "run" / on_disk["images"]["frames"]["path"]).is_file()
+    assert "predicted future" in on_disk["images"]["frames"]["caption"]
 
     kinds = [e["event"] for e in read_events(tmp_path / "run" / "events.jsonl")]
     assert kinds[0] == "start" and kinds[-1] == "end"
@@ -55,12 +61,12 @@ def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_pa
     # predicted once per epoch, plus once for the frame strip.
     train = results["config"]["train"]
     last_eval = on_disk["history"][-1]["eval"]
-    assert {k: v for k, v in on_disk["final"]["model"].items() if k != "per_frame"} == last_eval
+    assert on_disk["metrics"]["model"] == last_eval
     # Each epoch predicts the held-out clips once; the strip reuses the last epoch's.
     assert sum(predict_calls) == train["epochs"] * train["eval_clips"]
     # The model row is measured, not copied: it differs from every reference row.
-    assert on_disk["final"]["model"]["psnr"] not in {
-        on_disk["final"][name]["psnr"] for name in ("black", "copy_last", "oracle")}
+    assert on_disk["metrics"]["model"]["psnr"] not in {
+        on_disk["metrics"][name]["psnr"] for name in ("black", "copy_last", "oracle")}
 
 
 def test_resume_after_interruption_gives_the_same_results(tmp_path, tokenizer_path, monkeypatch):
@@ -83,7 +89,8 @@ def test_resume_after_interruption_gives_the_same_results(tmp_path, tokenizer_pa
     assert not (tmp_path / "b" / "results.json").exists()
 
     resumed = _run(tmp_path / "b", tokenizer_path, "--seed", "7", "--resume")
-    assert resumed["final"] == uninterrupted["final"]
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["series"] == uninterrupted["series"]
     assert [h["train_loss"] for h in resumed["history"]] == \
         [h["train_loss"] for h in uninterrupted["history"]]
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.errors import EXIT_JOB, OrchError, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.study import StudySpec
 
 
 class NoResults(OrchError):
@@ -18,9 +21,10 @@ def find_run_dir(run_id: str | None) -> Path:
     """The run dir of ``run_id``, or of the newest run with results; a UsageError says what
     exists."""
     from orchestrator import state as st
+    from orchestrator.cli import state_dir
     from orchestrator.report import latest_run_with_results
 
-    home = st.state_home()
+    home = state_dir()
     if run_id is None:
         run_id = latest_run_with_results(home)
         if run_id is None:
@@ -31,6 +35,20 @@ def find_run_dir(run_id: str | None) -> Path:
         hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
         raise UsageError(f"no run '{run_id}' in {home}{hint}")
     return path
+
+
+def declared_study() -> StudySpec | None:
+    """The study's declaration of its metrics and reference rows, from the config; None
+    when there is no readable config (a run compared away from its repo): the report then
+    goes by what the results hold."""
+    from orchestrator.cli import setup
+    from orchestrator.errors import ConfigError
+
+    try:
+        cfg, _ = setup()
+    except ConfigError:
+        return None
+    return cfg.study.spec() if cfg.study else None
 
 
 def compare(
@@ -45,7 +63,8 @@ def compare(
 ) -> None:
     """Merge every job's results into a table, report.md and report.html.
 
-    Variants are ranked by PSNR beside the black, copy-last and tokenizer-oracle rows; with
+    Variants are ranked by the metric the study declares (config.yaml `study`) beside its
+    reference rows, the floors a model must beat and the ceilings it should not pass; with
     several seeds, mean ± 95% interval. Unreadable results files are named and skipped.
     """
     from orchestrator import ui
@@ -54,7 +73,7 @@ def compare(
     from orchestrator.report.terminal import results_table
 
     run_dir = find_run_dir(run)
-    report = write_report(build_report(run_dir), out or run_dir)
+    report = write_report(build_report(run_dir, declared_study()), out or run_dir)
     if json_output:
         ui.write_json(report.to_dict())
     for warning in report.warnings:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +22,22 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="markdown",
 )
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", metavar="PATH", show_default=False,
+        help="orch's config file, for a repo whose own config.yaml is something else "
+        "(default: $ORCH_CONFIG, else config.yaml at the repo root). The repo root is the git "
+        "repository holding that file, else the one holding the current folder; folders and "
+        "gates in the config are relative to that root, files it names to the config file.",
+    )] = None,
+) -> None:
+    from orchestrator.cli import keep_config_option
+
+    keep_config_option(ctx, config)  # commands read it back through `orchestrator.cli.setup`
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -23,10 +23,11 @@ def monitor(
     """
     from orchestrator import state as st
     from orchestrator import ui
+    from orchestrator.cli import state_dir
     from orchestrator.errors import UsageError
     from orchestrator.monitor import watch
 
-    home = st.state_home()
+    home = state_dir()
     run_id = run or st.latest_run_id(home)
     if run_id is None:
         raise UsageError(f"no run found in {home}: start one with `orch train` or `orch run`")

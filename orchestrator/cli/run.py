@@ -37,7 +37,7 @@ def run(
     from orchestrator.monitor import LiveView
 
     cfg, home = setup()
-    variants, preset_name = cfg.enabled_variants(), cfg.preset(preset)
+    variants, preset_name = cfg.select(None), cfg.preset(preset)
     if plan_gpus is not None and not rehearse:
         raise UsageError("--plan-gpus is for --rehearse")
     plan, report = None, None

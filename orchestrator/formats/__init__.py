@@ -1,6 +1,7 @@
 """Every file format orch reads or writes, as typed records, with one reader and one writer each.
 
-- ``results.json`` (requirements.md 3.2): ``Results``, read by ``load_results``.
+- ``results.json`` (requirements.md 3.2): ``Results``, read by ``load_results`` (schema 2,
+  or schema 1 converted), checked before writing by ``check_results``.
 - ``events.jsonl`` (requirements.md 3.1): the ``Event`` kinds, one per line, followed by
   ``EventTail`` (incremental, tolerant) or read whole by ``read_events``.
 - ``state.json`` (the run state orch writes): ``RunState`` with its ``JobState`` records,
@@ -43,15 +44,15 @@ from orchestrator.formats.files import (
     write_text_atomic,
 )
 from orchestrator.formats.results import (
-    METRIC_NAMES,
-    REFERENCE_ROWS,
+    MODEL_ROW,
     RESULTS_SCHEMA,
-    Environment,
     EpochStats,
-    Metrics,
+    Image,
     Parameters,
     Results,
+    Series,
     Timings,
+    check_results,
     load_results,
 )
 from orchestrator.formats.run_state import (
@@ -69,11 +70,12 @@ from orchestrator.formats.run_state import (
 )
 
 __all__ = [
-    "FINISHED_STAGES", "METRIC_NAMES", "REFERENCE_ROWS", "RESULTS_SCHEMA", "CheckpointEvent",
-    "CorruptFile", "EndEvent", "Environment", "EpochStats", "ErrorEvent", "EvalEvent", "Event",
-    "EventTail", "GateResult", "JobState", "Metrics", "Outcome", "Parameters",
-    "ProgressEvent", "Results", "RunState", "RunStatus", "Stage", "StartEvent", "TestOutcome",
-    "Timings", "collect_warnings", "dump_run", "jsonable", "load_results", "log",
+    "FINISHED_STAGES", "MODEL_ROW", "RESULTS_SCHEMA", "CheckpointEvent",
+    "CorruptFile", "EndEvent", "EpochStats", "ErrorEvent", "EvalEvent", "Event",
+    "EventTail", "GateResult", "Image", "JobState", "Outcome", "Parameters",
+    "ProgressEvent", "Results", "RunState", "RunStatus", "Series", "Stage", "StartEvent",
+    "TestOutcome", "Timings", "check_results", "collect_warnings", "dump_run", "jsonable",
+    "load_results", "log",
     "parse_event", "parse_run", "read_events", "run_to_dict", "warn_corrupt",
     "write_json_atomic", "write_text_atomic",
 ]

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 
 log = logging.getLogger("orchestrator")
 
@@ -114,7 +114,9 @@ def _scalars_only(value: Any) -> Any:
     return value
 
 
-Num = Annotated[float, BeforeValidator(_null_is_nan)]
+# A number; null reads as NaN (JSON has none), so the published JSON Schema allows null.
+Num = Annotated[float, BeforeValidator(_null_is_nan),
+                WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "null"}]})]
 Scalars = Annotated[dict[str, Num], BeforeValidator(_scalars_only)]
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from orchestrator.formats import write_text_atomic
 from orchestrator.report.build import (
-    REFERENCE_LABELS,
     JobRow,
+    Picture,
     ReferenceRow,
     Report,
     VariantSummary,
@@ -26,7 +26,7 @@ from orchestrator.report.markdown import render_markdown
 from orchestrator.report.stats import Interval, mean_interval, t975
 
 __all__ = [
-    "REFERENCE_LABELS", "Interval", "JobRow", "ReferenceRow", "Report", "VariantSummary",
+    "Interval", "JobRow", "Picture", "ReferenceRow", "Report", "VariantSummary",
     "build_report", "latest_run_with_results", "mean_interval", "t975", "write_report",
 ]
 

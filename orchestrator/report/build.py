@@ -1,14 +1,16 @@
 """Merging: every job of a run into records, a summary per variant and the reference rows.
 
-``build_report(run_dir)`` reads the run state (provenance, gate outcomes, failures) and each
-job's results.json and events.jsonl, and returns a ``Report``: one ``JobRow`` per job, one
-``VariantSummary`` per variant (mean and 95% Student-t interval over seeds), and the
-reference rows a model must beat. It writes nothing; the views (markdown, HTML, terminal,
-``--json``) render these same records.
+``build_report(run_dir, study)`` reads the run state (provenance, gate outcomes, failures)
+and each job's results.json and events.jsonl, and returns a ``Report``: one ``JobRow`` per
+job, one ``VariantSummary`` per variant (mean and 95% Student-t interval over seeds of each
+declared metric), and the reference rows. It writes nothing; the views (markdown, HTML,
+terminal, ``--json``) render these same records.
 
-Honesty rules: variants are ranked by PSNR, but a variant that scores below its black or
-copy-last reference is flagged in every view; failed jobs and unreadable results stay
-visible as rows and warnings instead of silently dropping out.
+Everything about the numbers comes from the study's declaration (``orchestrator.study``):
+which metrics, which way is better, which one ranks, which rows are floors a model must beat
+and which are ceilings it should not pass. Honesty rules: a variant worse than a floor on
+the ranking metric, or better than a ceiling, is flagged in every view; failed jobs and
+unreadable results stay visible as rows and warnings instead of silently dropping out.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from pydantic import TypeAdapter
 
 from orchestrator import state as st
 from orchestrator.formats import (
-    REFERENCE_ROWS,
+    MODEL_ROW,
     CorruptFile,
     EpochStats,
     Results,
+    Series,
     TestOutcome,
     collect_warnings,
     jsonable,
@@ -36,10 +39,18 @@ from orchestrator.formats import (
 )
 from orchestrator.progress import read_progress
 from orchestrator.report.stats import Interval, mean_interval
-
-REFERENCE_LABELS = {"black": "black", "copy_last": "copy-last", "oracle": "oracle"}
+from orchestrator.study import VIDEO_STUDY, StudySpec, inferred_study
 
 # ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image a job's results declare (e.g. a frame strip), where it is on disk."""
+
+    name: str
+    path: str
+    caption: str
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,8 @@ class JobRow:
     gate_passed: bool | None
     gate_tests: tuple[TestOutcome, ...]
     metrics: dict[str, dict[str, float]]  # "model" and reference rows -> metric -> value
-    per_frame_psnr: dict[str, tuple[float, ...]]
+    series: dict[str, Series]  # name -> a curve per row over an index
+    pictures: tuple[Picture, ...]
     trainable: int | None
     frozen: int | None
     wall_s: float | None
@@ -68,24 +80,20 @@ class JobRow:
     environment: dict[str, Any]
     history: tuple[EpochStats, ...]
     step_losses: tuple[tuple[int, float], ...]
-    frames_path: str
     results_path: str
     flags: tuple[str, ...]
 
     @property
     def has_results(self) -> bool:
-        return "model" in self.metrics
+        return MODEL_ROW in self.metrics
 
 
 @dataclass(frozen=True)
 class VariantSummary:
     variant: str
-    rank: int | None  # by mean PSNR; None without results
+    rank: int | None  # by the ranking metric; None without results or without one
     seeds: tuple[int, ...]
-    psnr: Interval
-    ssim: Interval
-    mse: Interval
-    mae: Interval
+    metrics: dict[str, Interval]  # declared metric -> mean and interval over seeds
     references: dict[str, dict[str, float]]  # this variant's reference rows, seed means
     gate: str
     trainable: int | None
@@ -95,20 +103,25 @@ class VariantSummary:
     status: str  # "ok", or why there are no numbers
     flags: tuple[str, ...]
 
+    @property
+    def scored(self) -> bool:
+        return any(interval.n for interval in self.metrics.values())
+
 
 @dataclass(frozen=True)
 class ReferenceRow:
-    """A row a model must beat; ``scope`` is None when every job has the same values."""
+    """A floor or ceiling row; ``scope`` is None when every job has the same values."""
 
     name: str
+    role: str  # floor or ceiling
+    title: str  # the study's label for it
     scope: str | None
     metrics: dict[str, float]
-    per_frame_psnr: tuple[float, ...]
+    series: dict[str, tuple[float, ...]]  # series name -> this row's curve
 
     @property
     def label(self) -> str:
-        base = REFERENCE_LABELS.get(self.name, self.name)
-        return base if self.scope is None else f"{base} ({self.scope})"
+        return self.title if self.scope is None else f"{self.title} ({self.scope})"
 
 
 @dataclass
@@ -116,6 +129,7 @@ class Report:
     run_id: str
     preset: str
     status: str
+    study: StudySpec
     rows: list[JobRow]
     variants: list[VariantSummary]
     references: list[ReferenceRow]
@@ -138,15 +152,23 @@ class Report:
 # ---------------------------------------------------------------------------- merging
 
 
-def _metric_dict(results: Results) -> dict[str, dict[str, float]]:
-    return {row: {"mse": m.mse, "mae": m.mae, "psnr": m.psnr, "ssim": m.ssim}
-            for row, m in results.final.items()}
-
-
-def _flags(model: dict[str, float], refs: dict[str, dict[str, float]]) -> tuple[str, ...]:
-    psnr = model.get("psnr", math.nan)
-    return tuple(f"below {REFERENCE_LABELS[name]}" for name in ("copy_last", "black")
-                 if name in refs and psnr < refs[name].get("psnr", math.nan))
+def flags_for(model: dict[str, float], refs: dict[str, dict[str, float]],
+              study: StudySpec) -> tuple[str, ...]:
+    """"below <floor>" for each floor the model loses to on the ranking metric, "above
+    <ceiling>" for each ceiling it passes (worth a look: a leak, or a ceiling that is not
+    one). Nothing without a ranking metric."""
+    metric = study.ranking
+    if metric is None:
+        return ()
+    mine = model.get(metric.name, math.nan)
+    flags = []
+    for ref in study.references:
+        theirs = refs.get(ref.name, {}).get(metric.name, math.nan)
+        if ref.role == "floor" and metric.worse(mine, theirs):
+            flags.append(f"below {ref.title}")
+        elif ref.role == "ceiling" and metric.worse(theirs, mine):
+            flags.append(f"above {ref.title}")
+    return tuple(flags)
 
 
 def _retried(job: st.JobState) -> tuple[str, ...]:
@@ -166,7 +188,7 @@ def _jobs_without_state(run_dir: Path) -> list[st.JobState]:
     return jobs
 
 
-def _job_row(job: st.JobState) -> JobRow:
+def _job_row(job: st.JobState) -> tuple[JobRow, Results | None]:
     results: Results | None = None
     status, reason = job.stage.value, job.reason
     if job.output_dir and job.results_path.exists():
@@ -182,33 +204,34 @@ def _job_row(job: st.JobState) -> JobRow:
     if not reason and progress is not None and progress.error is not None:
         reason = progress.error.message
     gate = job.gate
-    metrics = _metric_dict(results) if results else {}
-    refs = {k: v for k, v in metrics.items() if k != "model"}
-    frames = results.artifact("frames") if results else None
     variant = job.variant
     if results is not None and not job.branch:  # no run state: the results name the job
         variant = results.variant
-    return JobRow(
+    pictures = tuple(Picture(name, str(results.image_path(name)), image.caption)
+                     for name, image in results.images.items()
+                     if results.image_path(name).exists()) if results else ()
+    row = JobRow(
         name=job.name, variant=variant, seed=results.seed if results else job.seed,
         preset=results.preset if results else job.preset, status=status, reason=reason,
         branch=job.branch, commit=job.commit, dirty=job.dirty, diff_path=job.diff_path,
         gate_passed=None if gate is None else gate.passed,
         gate_tests=tuple(gate.tests if gate else ()),
-        metrics=metrics,
-        per_frame_psnr={row: m.per_frame.get("psnr", ()) for row, m in results.final.items()}
+        metrics={row: dict(values) for row, values in results.metrics.items()}
         if results else {},
+        series=dict(results.series) if results else {},
+        pictures=pictures,
         trainable=results.trainable if results else None,
         frozen=results.frozen if results else None,
         wall_s=results.timings.wall_s if results else None,
         samples_per_s=results.timings.samples_per_s if results else None,
         peak_memory_mb=results.timings.peak_memory_mb if results else None,
-        environment=results.environment.model_dump() if results else {},
+        environment=dict(results.environment) if results else {},
         history=results.history if results else (),
         step_losses=tuple(progress.step_losses) if progress else (),
-        frames_path=str(frames) if frames and frames.exists() else "",
         results_path=str(results.path) if results else "",
-        flags=(_flags(metrics["model"], refs) if results else ()) + _retried(job),
+        flags=_retried(job),
     )
+    return row, results
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -216,7 +239,9 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _mean_metrics(rows: Sequence[JobRow], name: str) -> dict[str, float]:
-    return {m: _mean([r.metrics[name][m] for r in rows]) for m in ("psnr", "ssim", "mse", "mae")}
+    names = dict.fromkeys(m for r in rows for m in r.metrics.get(name, {}))
+    return {m: _mean([r.metrics[name][m] for r in rows if m in r.metrics.get(name, {})])
+            for m in names}
 
 
 def _gate_text(rows: Sequence[JobRow]) -> str:
@@ -228,40 +253,46 @@ def _gate_text(rows: Sequence[JobRow]) -> str:
     return f"{'ok' if gated[0].gate_passed else 'FAIL'} {passed}/{len(tests)}"
 
 
-def _summaries(rows: list[JobRow]) -> list[VariantSummary]:
+def _summaries(rows: list[JobRow], study: StudySpec) -> list[VariantSummary]:
     by_variant: dict[str, list[JobRow]] = {}
     for row in rows:
         by_variant.setdefault(row.variant, []).append(row)
     out = []
     for variant, jobs in by_variant.items():
         ok = [r for r in jobs if r.has_results]
-        refs = {name: _mean_metrics(ok, name) for name in REFERENCE_ROWS} if ok else {}
-        model = {m: mean_interval([r.metrics["model"][m] for r in ok])
-                 for m in ("psnr", "ssim", "mse", "mae")}
+        refs = {ref.name: _mean_metrics(ok, ref.name) for ref in study.references
+                if any(ref.name in r.metrics for r in ok)}
+        model = {m.name: mean_interval([r.metrics[MODEL_ROW][m.name] for r in ok
+                                        if m.name in r.metrics[MODEL_ROW]])
+                 for m in study.metrics}
         failed = [r for r in jobs if not r.has_results]
         status = "ok" if ok else (failed[0].status + (f": {failed[0].reason}"
                                                       if failed[0].reason else ""))
-        flags = _flags({"psnr": model["psnr"].mean}, refs) if ok else ()
+        flags = flags_for({name: i.mean for name, i in model.items()}, refs, study) \
+            if ok else ()
         flags += tuple(dict.fromkeys(f for r in jobs for f in r.flags if f.startswith("OOM")))
         if ok and failed:
             flags += (f"{len(failed)} of {len(jobs)} jobs without results",)
         out.append(VariantSummary(
             variant=variant, rank=None, seeds=tuple(sorted(r.seed for r in ok)),
-            psnr=model["psnr"], ssim=model["ssim"], mse=model["mse"], mae=model["mae"],
-            references=refs, gate=_gate_text(jobs),
+            metrics=model, references=refs, gate=_gate_text(jobs),
             trainable=ok[0].trainable if ok else None, frozen=ok[0].frozen if ok else None,
             wall_s=_mean([r.wall_s for r in ok if r.wall_s is not None]) if ok else None,
             samples_per_s=_mean([r.samples_per_s for r in ok if r.samples_per_s is not None])
             if ok else None,
             status=status, flags=flags,
         ))
+    ranking = study.ranking
+    if ranking is None:  # nothing declared: the config's order, unranked
+        return out
 
     def key(s: VariantSummary) -> tuple[int, float]:
-        psnr = s.psnr.mean
-        return (0, -psnr) if s.psnr.n and not math.isnan(psnr) else (1, 0.0)
+        interval = s.metrics.get(ranking.name)
+        score = ranking.score(interval.mean) if interval and interval.n else math.nan
+        return (0, -score) if not math.isnan(score) else (1, 0.0)
 
     out.sort(key=key)
-    return [replace(s, rank=i + 1) if s.psnr.n else s for i, s in enumerate(out)]
+    return [replace(s, rank=i + 1) if key(s)[0] == 0 else s for i, s in enumerate(out)]
 
 
 def _same(values: list[dict[str, float]]) -> bool:
@@ -270,24 +301,34 @@ def _same(values: list[dict[str, float]]) -> bool:
                (math.isnan(v[m]) and math.isnan(first[m])) for v in values for m in first)
 
 
-def _references(rows: list[JobRow], variants: list[VariantSummary]) -> list[ReferenceRow]:
-    """One row per reference if all jobs agree (same clips), else one per variant."""
+def _references(rows: list[JobRow], variants: list[VariantSummary],
+                study: StudySpec) -> list[ReferenceRow]:
+    """One row per reference if all jobs agree (same held-out data), else one per variant."""
     ok = [r for r in rows if r.has_results]
     out = []
-    for name in REFERENCE_ROWS:
-        if not ok:
-            break
-        if _same([r.metrics[name] for r in ok]):
-            out.append(ReferenceRow(name, None, dict(ok[0].metrics[name]),
-                                    ok[0].per_frame_psnr.get(name, ())))
+    for ref in study.references:
+        having = [r for r in ok if ref.name in r.metrics]
+        if not having:
+            continue
+        if _same([r.metrics[ref.name] for r in having]):
+            first = having[0]
+            out.append(ReferenceRow(ref.name, ref.role, ref.title, None,
+                                    dict(first.metrics[ref.name]), _curves(first, ref.name)))
             continue
         for summary in variants:
-            mine = [r for r in ok if r.variant == summary.variant]
+            mine = [r for r in having if r.variant == summary.variant]
             if mine:
-                out.append(ReferenceRow(name, summary.variant, summary.references[name],
-                                        mean_curve([r.per_frame_psnr.get(name, ())
-                                                      for r in mine])))
+                series = {name: mean_curve([_curves(r, ref.name).get(name, ()) for r in mine])
+                          for name in mine[0].series}
+                out.append(ReferenceRow(ref.name, ref.role, ref.title, summary.variant,
+                                        summary.references[ref.name], series))
     return out
+
+
+def _curves(row: JobRow, name: str) -> dict[str, tuple[float, ...]]:
+    """Row ``name``'s curve in each of a job's series."""
+    return {series: values.rows[name] for series, values in row.series.items()
+            if name in values.rows}
 
 
 def mean_curve(curves: Sequence[Sequence[float]]) -> tuple[float, ...]:
@@ -309,9 +350,11 @@ def latest_run_with_results(home: Path) -> str | None:
     return st.latest_run_id(home)
 
 
-def build_report(run_dir: Path) -> Report:
-    """Merge a run's jobs into a Report; writes nothing. Unreadable files become warnings
-    (the same lines the ``orchestrator`` logger carries); nothing here raises for them."""
+def build_report(run_dir: Path, study: StudySpec | None = None) -> Report:
+    """Merge a run's jobs into a Report, by the ``study``'s declaration (None: the video
+    study's for schema-1 results, else what the results hold, unranked); writes nothing.
+    Unreadable files become warnings (the same lines the ``orchestrator`` logger carries);
+    nothing here raises for them."""
     with collect_warnings() as warnings:
         run = st.read_state_file(run_dir / st.STATE_FILE)
         if run is not None:
@@ -319,12 +362,19 @@ def build_report(run_dir: Path) -> Report:
             jobs = run.jobs
         else:
             jobs = _jobs_without_state(run_dir)
-        rows = [_job_row(job) for job in jobs]
-    variants = _summaries(rows)
+        loaded = [_job_row(job) for job in jobs]
+    rows = [row for row, _ in loaded]
+    if study is None:
+        read = [results for _, results in loaded if results is not None]
+        study = VIDEO_STUDY if read and all(r.read_from_schema == 1 for r in read) else \
+            inferred_study(r.metrics for r in rows)
+    rows = [replace(r, flags=flags_for(r.metrics[MODEL_ROW], r.metrics, study) + r.flags)
+            if r.has_results else r for r in rows]
+    variants = _summaries(rows, study)
     return Report(
         run_id=run.run_id if run else run_dir.name,
         preset=run.preset if run else ", ".join(sorted({r.preset for r in rows})),
-        status=run.status.value if run else "unknown",
-        rows=rows, variants=variants, references=_references(rows, variants),
+        status=run.status.value if run else "unknown", study=study,
+        rows=rows, variants=variants, references=_references(rows, variants, study),
         warnings=warnings,
     )

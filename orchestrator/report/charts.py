@@ -14,7 +14,9 @@ from orchestrator.report.stats import Interval
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
            "#ff9da7", "#bab0ac", "#e15759")
-REF_COLOURS = {"black": "#444444", "copy_last": "#d62728", "oracle": "#2ca02c"}
+# Reference rows, by role: floors in greys and reds, ceilings in greens (in declared order).
+REF_PALETTES = {"floor": ("#444444", "#d62728", "#8c564b", "#7f7f7f"),
+                "ceiling": ("#2ca02c", "#17becf", "#bcbd22")}
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import time
 from pathlib import Path
 
-from orchestrator.report.build import REFERENCE_LABELS, Report, mean_curve
-from orchestrator.report.charts import PALETTE, REF_COLOURS, Series, svg_bars, svg_lines
-from orchestrator.report.markdown import TABLE_COLUMNS, fmt, table_rows
+from orchestrator.report.build import Report, mean_curve
+from orchestrator.report.charts import PALETTE, REF_PALETTES, Series, svg_bars, svg_lines
+from orchestrator.report.markdown import fmt, ranking_sentence, table_columns, table_rows
 
 MAX_DIFF_CHARS = 200_000
 MAX_IMAGE_BYTES = 8 << 20
@@ -41,35 +42,53 @@ def _colours(report: Report) -> dict[str, str]:
     return {s.variant: PALETTE[i % len(PALETTE)] for i, s in enumerate(report.variants)}
 
 
+def _reference_colours(report: Report) -> dict[str, str]:
+    colours, used = {}, {"floor": 0, "ceiling": 0}
+    for ref in report.study.references:
+        palette = REF_PALETTES.get(ref.role, REF_PALETTES["floor"])
+        colours[ref.name] = palette[used.get(ref.role, 0) % len(palette)]
+        used[ref.role] = used.get(ref.role, 0) + 1
+    return colours
+
+
 def _charts(report: Report) -> list[str]:
-    colours = _colours(report)
+    colours, ref_colours = _colours(report), _reference_colours(report)
     ok = [r for r in report.rows if r.has_results]
     charts = []
-    for metric, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
-        bars = [(s.variant, getattr(s, metric), colours[s.variant])
-                for s in report.variants if s.psnr.n]
-        refs = [(REFERENCE_LABELS.get(ref.name, ref.name) if ref.scope else ref.label,
-                 ref.metrics[metric], REF_COLOURS.get(ref.name, "#888"), ref.scope)
-                for ref in report.references]
-        charts.append(svg_bars(bars, refs, title=f"{label} per variant", y_label=label))
-    curves: list[Series] = []
-    for s in report.variants:
-        mine = [r.per_frame_psnr.get("model", ()) for r in ok if r.variant == s.variant]
-        mean = mean_curve(mine)
-        curves.append(Series(s.variant, tuple((i + 1.0, v) for i, v in enumerate(mean)),
-                             colours[s.variant]))
-    curves += [Series(ref.label, tuple((i + 1.0, v) for i, v in enumerate(ref.per_frame_psnr)),
-                      REF_COLOURS.get(ref.name, "#888"), dashed=True)
-               for ref in report.references]
-    charts.append(svg_lines(curves, title="PSNR per future frame", x_label="future frame",
-                            y_label="PSNR (dB)"))
+    for metric in report.study.metrics:  # a bar chart per declared metric
+        bars = [(s.variant, s.metrics[metric.name], colours[s.variant])
+                for s in report.variants if s.scored and metric.name in s.metrics]
+        refs = [(ref.title if ref.scope else ref.label, ref.metrics.get(metric.name, math.nan),
+                 ref_colours.get(ref.name, "#888"), ref.scope) for ref in report.references]
+        charts.append(svg_bars(bars, refs, title=f"{metric.title} per variant",
+                               y_label=metric.title))
+    # A line chart per series the results declare: each variant's mean curve, the
+    # reference rows dashed.
+    names = dict.fromkeys(name for r in ok for name in r.series)
+    for name in names:
+        first = next(r.series[name] for r in ok if name in r.series)
+        curves: list[Series] = []
+        for s in report.variants:
+            mine = [r.series[name].rows.get("model", ()) for r in ok
+                    if r.variant == s.variant and name in r.series]
+            mean = mean_curve(mine)
+            curves.append(Series(s.variant, tuple((i + 1.0, v) for i, v in enumerate(mean)),
+                                 colours[s.variant]))
+        curves += [Series(ref.label, tuple((i + 1.0, v) for i, v in
+                                           enumerate(ref.series.get(name, ()))),
+                          ref_colours.get(ref.name, "#888"), dashed=True)
+                   for ref in report.references if ref.series.get(name)]
+        y_label = report.study.metric(first.metric).title
+        charts.append(svg_lines(curves, title=f"{y_label} per {first.index}",
+                                x_label=first.index, y_label=y_label))
     first_seed: dict[str, int] = {}
     for r in report.rows:
         first_seed.setdefault(r.variant, r.seed)
     # One colour per variant; its later seeds dashed.
-    epoch_loss = [Series(r.name, tuple((float(h.epoch), h.train_loss) for h in r.history),
+    epoch_loss = [Series(r.name, tuple((float(h.epoch), h.train_loss) for h in r.history
+                                       if h.train_loss is not None),
                          colours.get(r.variant, "#888"), dashed=r.seed != first_seed[r.variant])
-                  for r in ok if r.history]
+                  for r in ok if any(h.train_loss is not None for h in r.history)]
     charts.append(svg_lines(epoch_loss, title="train loss per epoch", x_label="epoch",
                             y_label="loss", log_y=True))
     step_loss = []
@@ -84,6 +103,16 @@ def _charts(report: Report) -> list[str]:
     return [c for c in charts if c]
 
 
+def _environment(env: dict[str, object]) -> str:
+    """What the job ran on, as its results say (python, torch, device... whatever is there)."""
+    return ", ".join(f"{key} {value}" for key, value in env.items() if value not in (None, ""))\
+        or "-"
+
+
+def _flagged(note: str) -> bool:
+    return any(part.startswith(("below ", "above ")) for part in note.split("; "))
+
+
 def _data_uri(path: str) -> str | None:
     try:
         data = Path(path).read_bytes()
@@ -95,36 +124,36 @@ def _data_uri(path: str) -> str | None:
 
 
 def render_html(report: Report) -> str:
+    notes = " ".join(report.study.notes)
     h = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
          f"<title>orch report {_e(report.run_id)}</title><style>{CSS}</style></head><body>",
          f"<h1>Comparison: run {_e(report.run_id)}</h1>",
          f"<p>Preset <code>{_e(report.preset)}</code>, run status <code>{_e(report.status)}"
-         f"</code>, generated {_e(time.strftime('%Y-%m-%d %H:%M'))}. Variants ranked by mean "
-         "PSNR; with several seeds: mean ± 95% Student-t interval over n seeds. MSE and MAE "
-         "are per-frame sums on the [0, 1] scale.</p>"]
+         f"</code>, generated {_e(time.strftime('%Y-%m-%d %H:%M'))}. "
+         f"{_e(ranking_sentence(report))} {_e(notes)}</p>"]
     if report.warnings:
         h.append('<div class="warn"><b>Warnings</b><ul>' +
                  "".join(f"<li>{_e(w)}</li>" for w in report.warnings) + "</ul></div>")
-    h.append("<h2>Results</h2><table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in TABLE_COLUMNS)
-             + "</tr>")
+    h.append("<h2>Results</h2><table><tr>"
+             + "".join(f"<th>{_e(c)}</th>" for c in table_columns(report)) + "</tr>")
     for kind, cells in table_rows(report):
         note = cells[-1]
-        flagged = kind != "reference" and "below" in note
+        flagged = kind != "reference" and _flagged(note)
         tds = "".join(f"<td>{_e(c)}</td>" for c in cells[:-1])
         h.append(f'<tr class="{kind}">{tds}<td class="{"flag" if flagged else ""}">'
                  f"{_e(note)}</td></tr>")
     h.append("</table>")
     h.append("<h2>Charts</h2>" + "".join(_charts(report)))
-    strips = [r for r in report.rows if r.frames_path]
-    if strips:
-        h.append("<h2>Frame strips</h2>")
-        for r in strips:
-            uri = _data_uri(r.frames_path)
+    pictures = [(r, p) for r in report.rows for p in r.pictures]
+    if pictures:
+        h.append("<h2>Pictures</h2>")
+        for r, picture in pictures:
+            uri = _data_uri(picture.path)
             if uri:
-                h.append(f'<figure><img class="strip" alt="frames of {_e(r.name)}" '
-                         f'src="{uri}"><figcaption>{_e(r.name)} (seed {r.seed}): per clip, context '
-                         "frames then the true future, and below them the same context then "
-                         "the predicted future</figcaption></figure>")
+                caption = f": {picture.caption}" if picture.caption else ""
+                h.append(f'<figure><img class="strip" alt="{_e(picture.name)} of {_e(r.name)}" '
+                         f'src="{uri}"><figcaption>{_e(r.name)} (seed {r.seed}), '
+                         f"{_e(picture.name)}{_e(caption)}</figcaption></figure>")
     h.append("<h2>Gates</h2>")
     seen: set[str] = set()
     for r in report.rows:
@@ -151,10 +180,7 @@ def render_html(report: Report) -> str:
                  f"<tr><th>preset / seed</th><td>{_e(r.preset)} / {r.seed}</td></tr>"
                  f"<tr><th>status</th><td>{_e(r.status)}{': ' + _e(r.reason) if r.reason else ''}"
                  "</td></tr>"
-                 f"<tr><th>environment</th><td>python {_e(env.get('python', '-'))}, torch "
-                 f"{_e(env.get('torch', '-'))}, {_e(env.get('device', '-'))}, cuda "
-                 f"{_e(env.get('cuda') or '-')}, {_e(env.get('threads') or '-')} threads, "
-                 f"{_e(env.get('platform', '-'))}</td></tr>"
+                 f"<tr><th>environment</th><td>{_e(_environment(env))}</td></tr>"
                  f"<tr><th>memory</th><td>{fmt(r.peak_memory_mb, 0)} MB peak</td></tr></table>")
         if r.dirty and r.diff_path:
             try:

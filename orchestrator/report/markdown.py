@@ -7,13 +7,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.report.build import REFERENCE_LABELS, Report
+from orchestrator.report.build import Report
 from orchestrator.ui import fmt_duration
 
-DIGITS = {"psnr": 2, "ssim": 3, "mse": 1, "mae": 1}
-TABLE_COLUMNS = ("#", "variant", "seed", "PSNR", "SSIM", "MSE", "MAE", "gate", "params",
-                 "wall", "samp/s", "note")
 MAX_NOTE = 48
+
+
+def table_columns(report: Report) -> tuple[str, ...]:
+    """The comparison table's columns: one per declared metric between the fixed ones."""
+    return ("#", "variant", "seed", *(m.title for m in report.study.metrics), "gate", "params",
+            "wall", "samp/s", "note")
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -41,14 +44,20 @@ def _note(text: str) -> str:
 
 
 def flag_lines(report: Report) -> list[str]:
-    """One sentence per variant that lost to a reference row, with the numbers."""
+    """One sentence per variant flagged against a reference row, with the numbers."""
+    metric = report.study.ranking
+    if metric is None:
+        return []
     lines = []
     for s in report.variants:
-        for name in ("copy_last", "black"):
-            ref = s.references.get(name, {}).get("psnr", math.nan)
-            if f"below {REFERENCE_LABELS[name]}" in s.flags:
-                lines.append(f"{s.variant} scores below {REFERENCE_LABELS[name]}: PSNR "
-                             f"{s.psnr.format(2)} vs {ref:.2f}")
+        mine = s.metrics.get(metric.name)
+        for ref in report.study.references:
+            theirs = s.references.get(ref.name, {}).get(metric.name, math.nan)
+            for word, role in (("below", "floor"), ("above", "ceiling")):
+                if ref.role == role and f"{word} {ref.title}" in s.flags and mine:
+                    lines.append(f"{s.variant} scores {word} {ref.title} (a {role}): "
+                                 f"{metric.title} {mine.format(metric.digits)} vs "
+                                 f"{fmt(theirs, metric.digits)}")
     return lines
 
 
@@ -59,6 +68,7 @@ def table_rows(report: Report) -> list[tuple[str, list[str]]]:
     reference rows (marked "ref" in the first column). The terminal and the markdown render
     these same cells; full failure reasons are in the warnings and the provenance.
     """
+    metrics = report.study.metrics
     out: list[tuple[str, list[str]]] = []
     for s in report.variants:
         seeds = (f"n={len(s.seeds)}" if len(s.seeds) > 1 else
@@ -66,26 +76,26 @@ def table_rows(report: Report) -> list[tuple[str, list[str]]]:
         note = "; ".join(s.flags) if s.status == "ok" else s.status
         out.append(("variant", [
             str(s.rank) if s.rank else "-", s.variant, seeds,
-            *(getattr(s, m).format(DIGITS[m]) for m in ("psnr", "ssim", "mse", "mae")),
+            *(s.metrics[m.name].format(m.digits) if m.name in s.metrics else "n/a"
+              for m in metrics),
             s.gate, fmt_params(s.trainable, s.frozen), fmt_duration(s.wall_s),
             fmt(s.samples_per_s, 1), _note(note),
         ]))
         jobs = [r for r in report.rows if r.variant == s.variant]
         if len(jobs) > 1:
             for r in sorted(jobs, key=lambda r: r.seed):
-                m = r.metrics.get("model", {})
+                row = r.metrics.get("model", {})
                 note = "; ".join(r.flags) if r.has_results else (
                     r.status + (f": {r.reason}" if r.reason else ""))
                 out.append(("seed", [
                     "", r.variant, str(r.seed),
-                    *(fmt(m.get(k), DIGITS[k]) for k in ("psnr", "ssim", "mse", "mae")),
+                    *(fmt(row.get(m.name), m.digits) for m in metrics),
                     "", "", fmt_duration(r.wall_s), fmt(r.samples_per_s, 1), _note(note),
                 ]))
     for ref in report.references:
         out.append(("reference", [
-            "ref", ref.label, "", *(fmt(ref.metrics.get(k), DIGITS[k])
-                                    for k in ("psnr", "ssim", "mse", "mae")),
-            "", "", "", "", "",
+            "ref", ref.label, "", *(fmt(ref.metrics.get(m.name), m.digits) for m in metrics),
+            "", "", "", "", ref.role,
         ]))
     return out
 
@@ -107,11 +117,23 @@ def _rel(path: str, base: Path) -> str:
         return path
 
 
+def ranking_sentence(report: Report) -> str:
+    """How the variants are ordered, and what a flag means, in one sentence or two."""
+    metric = report.study.ranking
+    if metric is None:
+        return ("Variants in the config's order: the study declares no ranking metric "
+                "(config.yaml `study.metrics`, `rank: true`).")
+    way = (f"closest to {metric.target:g} is best" if metric.better == "target"
+           else f"{metric.better} is better")
+    return (f"Variants ranked by mean {metric.title} ({way}); with several seeds, mean ± 95% "
+            "Student-t interval over n seeds. A variant worse than a floor row, or better "
+            "than a ceiling row, is flagged in the note column.")
+
+
 def render_markdown(report: Report, out_dir: Path) -> str:
     lines = [f"# Comparison: run {report.run_id}", "",
-             f"Preset `{report.preset}`, run status `{report.status}`. Variants ranked by mean "
-             "PSNR; with several seeds, mean ± 95% Student-t interval over n seeds. "
-             "A variant below a reference row is flagged in the note column.", ""]
+             f"Preset `{report.preset}`, run status `{report.status}`. "
+             + ranking_sentence(report), ""]
     if report.warnings:
         lines += ["**Warnings**", ""] + [f"- {_md_escape(w)}" for w in report.warnings] + [""]
     rows = []
@@ -121,11 +143,11 @@ def render_markdown(report: Report, out_dir: Path) -> str:
         elif kind == "reference":
             cells = [cells[0], f"*{cells[1]}*", *cells[2:]]
         rows.append(cells)
-    lines += _md_table(TABLE_COLUMNS, rows) + [""]
-    lines += ["MSE and MAE are per-frame sums on the [0, 1] scale (OpenSTL conventions); "
-              "gate: tests passed/total; params: trainable/total; samp/s: training samples "
-              "per second; rows marked ref are the references. Charts, frame strips and "
-              "diffs: report.html.", ""]
+    lines += _md_table(table_columns(report), rows) + [""]
+    lines += [" ".join(report.study.notes + (
+        "gate: tests passed/total; params: trainable/total; samp/s: training samples per "
+        "second; rows marked ref are the references (floor or ceiling in the note). Charts, "
+        "pictures and diffs: report.html.",)), ""]
     lines += ["## Gates", ""]
     gate_rows = []
     seen: set[str] = set()
@@ -139,17 +161,17 @@ def render_markdown(report: Report, out_dir: Path) -> str:
               if gate_rows else ["No gate outcomes recorded."]) + [""]
     lines += ["## Provenance", ""]
     prov = [[r.name, r.branch or "-", r.commit[:10] or "-", "yes" if r.dirty else "no",
-             r.preset, str(r.seed), r.environment.get("python", "-"),
-             r.environment.get("torch", "-"), r.environment.get("device", "-"),
+             r.preset, str(r.seed), str(r.environment.get("python", "-")),
+             str(r.environment.get("device", "-")),
              r.status + (f": {r.reason}" if r.reason else "")] for r in report.rows]
-    lines += _md_table(("job", "branch", "commit", "dirty", "preset", "seed", "python", "torch",
+    lines += _md_table(("job", "branch", "commit", "dirty", "preset", "seed", "python",
                         "device", "status"), prov) + [""]
     diffs = [r for r in report.rows if r.dirty and r.diff_path]
     if diffs:
         lines += ["Uncommitted changes: " + ", ".join(
             f"[{r.name}]({_rel(r.diff_path, out_dir)})" for r in diffs), ""]
-    strips = [r for r in report.rows if r.frames_path]
-    if strips:
-        lines += ["## Frame strips", ""]
-        lines += [f"![{r.name}]({_rel(r.frames_path, out_dir)})" for r in strips] + [""]
+    pictures = [(r, p) for r in report.rows for p in r.pictures]
+    if pictures:
+        lines += ["## Pictures", ""]
+        lines += [f"![{r.name}: {p.name}]({_rel(p.path, out_dir)})" for r, p in pictures] + [""]
     return "\n".join(lines)

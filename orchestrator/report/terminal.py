@@ -6,7 +6,7 @@ from rich import box
 from rich.table import Table
 
 from orchestrator.report.build import Report
-from orchestrator.report.markdown import TABLE_COLUMNS, table_rows
+from orchestrator.report.markdown import table_columns, table_rows
 
 FAILED_NOTES = ("failed", "unreadable", "no results", "cancelled", "gate_failed")
 
@@ -14,7 +14,7 @@ FAILED_NOTES = ("failed", "unreadable", "no results", "cancelled", "gate_failed"
 def results_table(report: Report) -> Table:
     table = Table(title=f"run {report.run_id} ({report.preset})", box=box.SIMPLE_HEAD,
                   header_style="bold", pad_edge=False, collapse_padding=True)
-    for column in TABLE_COLUMNS:
+    for column in table_columns(report):
         left = column in ("variant", "note", "gate", "seed")
         table.add_column(column, justify="left" if left else "right",
                          no_wrap=column != "note", overflow="fold",
@@ -22,7 +22,7 @@ def results_table(report: Report) -> Table:
     rows = table_rows(report)
     for i, (kind, cells) in enumerate(rows):
         note = cells[-1]
-        flagged = kind != "reference" and ("below" in note or note.startswith(FAILED_NOTES))
+        flagged = kind != "reference" and (_flagged(note) or note.startswith(FAILED_NOTES))
         style = {"seed": "dim", "reference": "italic cyan"}.get(kind, "")
         if kind == "seed":
             cells = [cells[0], "  " + cells[1], *cells[2:]]
@@ -31,3 +31,7 @@ def results_table(report: Report) -> Table:
         table.add_row(*cells[:-1], f"[bold red]{note}[/]" if flagged else note,
                       style=style, end_section=end)
     return table
+
+
+def _flagged(note: str) -> bool:
+    return any(part.startswith(("below ", "above ")) for part in note.split("; "))
