@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -152,7 +154,7 @@ class Config:
     default_preset: str = "tiny"
     gate_preset: str = "micro"
     grace_seconds: float = 10.0  # SIGTERM -> SIGKILL delay when stopping a job
-    python: str | None = None  # interpreter for jobs; None = the one running orch
+    python: str | None = None  # interpreter for jobs (see `interpreter`)
     presets: dict[str, Preset] = field(default_factory=dict)
     shared_jobs: list[SharedJob] = field(default_factory=list)
     inputs: list[Input] = field(default_factory=list)
@@ -174,6 +176,22 @@ class Config:
         """A file the config names (an input, a preset's data): relative to the config file."""
         p = Path(name).expanduser()
         return p if p.is_absolute() else self.path.parent / p
+
+    def interpreter(self) -> str:
+        """The Python the jobs run with: ``python`` (a name on PATH, or a path relative to the
+        config file), else the repo's .venv when it has one, else the one running orch."""
+        if self.python and "/" not in self.python and os.sep not in self.python:
+            found = shutil.which(self.python)
+            if found is None:
+                raise ConfigError(f"{self.path.name}: python: {self.python!r} is not on PATH; "
+                                  "name the study's interpreter (or a path to it)")
+            return found
+        path = self.file_path(self.python) if self.python else self.root / ".venv/bin/python"
+        if path.is_file():
+            return str(path)
+        if self.python:
+            raise ConfigError(f"{self.path.name}: python: {path} does not exist")
+        return sys.executable
 
     def enabled_variants(self) -> list[Variant]:
         return [v for v in self.variants if v.enabled]

@@ -6,7 +6,6 @@ writes, so `status` and the report can show which test failed and why.
 
 from __future__ import annotations
 
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,7 +20,7 @@ JUNIT_OUTCOMES: dict[str, Outcome] = {"failure": "failed", "error": "error", "sk
 def gate_spec(cfg: Config, v: Variant, worktree: Path, out_dir: Path, threads: int) -> JobSpec:
     junit = out_dir / "junit.xml"
     argv = [
-        cfg.python or sys.executable,
+        cfg.interpreter(),
         "-m",
         "pytest",
         v.gate_path,

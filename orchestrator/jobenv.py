@@ -10,7 +10,6 @@ and uses the threads it was granted. A CPU job may be granted more threads while
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def train_argv(cfg: Config, job: JobState, variant: Variant, *, threads: int, de
     out = Path(job.output_dir)
     preset = cfg.presets[job.preset]
     argv = [
-        cfg.python or sys.executable, "-m", variant.module,
+        cfg.interpreter(), "-m", variant.module,
         "--preset", job.preset, "--output", str(out), "--seed", str(job.seed),
         "--threads", str(threads), "--device", "cpu" if device == "cpu" else "cuda",
         *shared_args,

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,7 +113,7 @@ def spec(cfg: Config, p: SharedPlan, cuda_visible: str, threads: int) -> JobSpec
         shutil.rmtree(p.work_dir)
     p.work_dir.mkdir(parents=True)
     argv = [
-        cfg.python or sys.executable,
+        cfg.interpreter(),
         "-m",
         p.job.module,
         "--preset",

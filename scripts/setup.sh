@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up: a virtual environment in .venv (unless one is active), the CPU
 # build of torch where no NVIDIA GPU is present (so pip never resolves a multi-GB CUDA build),
-# then this project in editable mode with its dev tools and the ray extra.
+# then orch in editable mode with the study's packages, its dev tools and the ray extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,7 @@ if ! python -c "import torch" 2>/dev/null; then
         python -m pip install --quiet "torch==2.13.0"
     fi
 fi
-# ray (the Ray backend's tests; ~240 MB) unless ORCH_SETUP_EXTRAS says otherwise.
-python -m pip install --quiet -e ".[${ORCH_SETUP_EXTRAS:-dev,ray}]"
+# orch itself (editable), the study's packages, the dev tools and ray (the Ray backend's
+# tests; ~240 MB) unless ORCH_SETUP_EXTRAS says otherwise.
+python -m pip install --quiet -e ".[${ORCH_SETUP_EXTRAS:-study,dev,ray}]"
 touch "$stamp"

@@ -7,6 +7,7 @@ config file.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,39 @@ def test_a_config_that_cannot_be_found_is_one_line(
     (lonely / "orch.yaml").write_text(CONFIG)
     with pytest.raises(ConfigError, match="is in a git repository"):
         locate(lonely / "orch.yaml", start=lonely)
+
+
+def test_the_jobs_interpreter_is_the_configs_the_repos_venv_or_orchs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config `python`: a name on PATH, or a path relative to the config file; by default
+    the repo's .venv when it has one, else the interpreter running orch."""
+    import sys
+
+    from orchestrator.config import parse_config
+
+    repo = tmp_path / "repo"
+    (repo / "tools").mkdir(parents=True)
+    base = "presets: {small: {}}\ndefault_preset: small\ngate_preset: small\n"
+
+    def interpreter(extra: str = "") -> str:
+        cfg = parse_config(base + extra, root=repo)
+        cfg = replace(cfg, path=repo / "tools" / "orch.yaml")
+        return cfg.interpreter()
+
+    assert interpreter() == sys.executable
+    venv_python = repo / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("")
+    assert interpreter() == str(venv_python)
+    (repo / "tools" / "py").write_text("")
+    assert interpreter("python: ./py\n") == str(repo / "tools" / "py")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "study-python").write_text("#!/bin/sh\n")
+    (bin_dir / "study-python").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert interpreter("python: study-python\n") == str(bin_dir / "study-python")
+    with pytest.raises(ConfigError, match="not on PATH"):
+        interpreter("python: nowhere-python\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        interpreter("python: ./missing/python\n")
