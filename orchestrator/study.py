@@ -1,5 +1,5 @@
 """What a study declares about its numbers: its metrics (which way is better, which one
-ranks) and its reference rows (floors a model must beat, ceilings it cannot pass).
+ranks) and its reference rows (floors a model must beat, ceilings shown beside it).
 
 config.yaml says it under ``study:``::
 
@@ -58,7 +58,7 @@ class MetricSpec:
 @dataclass(frozen=True)
 class ReferenceSpec:
     name: str
-    role: str = "floor"  # floor: a model must beat it; ceiling: no model should pass it
+    role: str = "floor"  # floor: a model must beat it (flagged); ceiling: shown beside it
     label: str = ""
 
     @property

@@ -123,6 +123,13 @@ def select_attention_backend(
 
 
 _reported: set[str] = set()
+# The kernels this process has run (provenance: what a result was computed with).
+_used: set[str] = set()
+
+
+def kernels_used() -> list[str]:
+    """The attention kernels this process has run so far, sorted."""
+    return sorted(_used)
 
 
 def _report_fallback(reason: str) -> None:
@@ -174,6 +181,7 @@ def attention(
     )
     if fallback is not None:
         _report_fallback(fallback)
+    _used.add(backend)
     if backend == "naive":
         return naive_attention(q, k, v, causal=causal, dropout_p=dropout_p)
     if backend == "flash_attn":

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from shared.data import TrajectoryConfig, TrajectoryVideos, VideoFileDataset
@@ -27,6 +28,7 @@ from shared.latent_cache import ClipCache, default_cache_root
 from shared.latent_experiment import weights_fingerprint
 from shared.magvit import MagvitTokenizer, load_tokenizer
 from shared.presets import STUDY_PRESETS, StudyConfig
+from shared.provenance import checkpoint_record, code_digest
 from shared.runtime import seed_everything, select_device
 from shared.training import Experiment, RunSpec, train
 
@@ -147,6 +149,11 @@ def data_key(study: StudyConfig, data_file: Path | None) -> dict[str, Any]:
             "context_frames": study.data.context_frames}
 
 
+# The modules whose code makes the cached latents, and the cached motion features.
+LATENT_CODE = ("shared.magvit", "shared.data", "shared.latent_experiment")
+FEATURE_CODE = ("shared.motion", "shared.data", "shared.latent_experiment")
+
+
 def run_variant(
     args: TrainArgs,
     *,
@@ -173,11 +180,15 @@ def run_variant(
     caches: dict[str, ClipCache | None] = {"cache": None}
     if cache_key is not None:
         data = data_key(study, args.data)
+        # The code that renders the clips and computes the entries is part of the key: an
+        # edit to the encoder, the renderer or a variant's features never reuses old entries.
         caches["cache"] = ClipCache(default_cache_root(), kind="latents", key={
-            "tokenizer": weights_fingerprint(tokenizer), "data": data})
+            "tokenizer": weights_fingerprint(tokenizer), "data": data,
+            "code": code_digest(*LATENT_CODE), "torch": torch.__version__})
         if cache_key:
-            caches["condition_cache"] = ClipCache(default_cache_root(), kind="features",
-                                                  key={"data": data, **cache_key})
+            caches["condition_cache"] = ClipCache(default_cache_root(), kind="features", key={
+                "data": data, **cache_key, "torch": torch.__version__,
+                "code": code_digest(*FEATURE_CODE, build.__module__)})
     experiment = build(tokenizer=tokenizer, train_set=train_set, train_clips=train_clips,
                        **caches)
     evaluator = Evaluator(eval_set, context_frames=study.data.context_frames,
@@ -189,6 +200,8 @@ def run_variant(
         config=replace(study.train, train_clips=train_clips),
         run=args.run_spec(variant),
         evaluator=evaluator,
+        checkpoints=checkpoint_record({"tokenizer": args.tokenizer or study.tokenizer,
+                                       "motion": args.motion}),
         run_config={"variant": variant, **variant_config,
                     "tokenizer_source": args.tokenizer or study.tokenizer,
                     "data_file": str(args.data) if args.data else None},

@@ -6,7 +6,9 @@ worktrees: ``$ORCH_CACHE_DIR``, default ``~/.cache/orch``). The same holds for f
 features.
 
 Keys: a namespace is the hash of everything that decides the values: the producer (e.g. the
-tokenizer checkpoint's content hash), the data config and the context length. Each entry is
+tokenizer checkpoint's content hash), the data config and the context length, the source of
+the code that renders the clips and computes the entries (``shared.provenance.code_digest``),
+torch's version, and the precision computed in when it is not fp32. Each entry is
 one clip: a file named by its index that also records the namespace key and the index, so an
 entry from another producer, another data config or another clip is never used: it is
 recomputed and overwritten. A torn or unreadable file counts as missing.

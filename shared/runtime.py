@@ -331,7 +331,8 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "platform": platform.platform(),
         "threads": threads,

@@ -39,7 +39,7 @@ import torch
 from orchestrator.client import Run
 from orchestrator.formats import RESULTS_SCHEMA
 from orchestrator.formats.results import FRAME_STRIP_CAPTION
-from shared import runtime
+from shared import attention, provenance, runtime
 from shared.checkpoint import read_checkpoint, save_checkpoint
 from shared.data import LoaderSettings
 from shared.errors import CheckpointError, ConfigError, DataError, OutOfMemory, SharedError
@@ -241,8 +241,10 @@ def train(
     run: RunSpec,
     evaluator: Evaluator,
     run_config: dict[str, Any],
+    checkpoints: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and write results; returns the results record."""
+    """Train, evaluate and write results; returns the results record. ``checkpoints``: the
+    checkpoints the run loaded (``shared.provenance.checkpoint_record``), for provenance."""
     output_dir = run.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     log = Run(output_dir)  # events.jsonl now, results.json at the end
@@ -251,7 +253,7 @@ def train(
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return _train(experiment, config=config, run=run, evaluator=evaluator,
-                      run_config=run_config, log=log)
+                      run_config=run_config, log=log, checkpoints=checkpoints or {})
     except BaseException as error:
         if not isinstance(error, SystemExit):
             user_error = isinstance(error, (SharedError, KeyboardInterrupt))
@@ -279,6 +281,7 @@ def _train(
     evaluator: Evaluator,
     run_config: dict[str, Any],
     log: Run,
+    checkpoints: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
     wall_start = time.perf_counter()
     threads = runtime.configure_threads(run.threads)
@@ -350,6 +353,13 @@ def _train(
         threads=threads, history=history, final=final, strip_path=strip_path,
         inference=inference, train_seconds=train_seconds, wall_start=wall_start,
     )
+    results["provenance"] = {
+        "code": provenance.git_state(Path.cwd()),  # a job runs in its variant's worktree
+        "checkpoints": checkpoints,
+        "attention": attention.kernels_used(),
+        "amp_dtype": precision.name, "eval_dtype": inference.name,
+        **provenance.library_versions(),
+    }
     log.write_results(results)
     if isinstance(meter, RehearsalMeter):
         meter.end_evaluation()

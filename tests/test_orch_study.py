@@ -43,17 +43,22 @@ def write_run(folder: Path, scores: dict[str, tuple[float, float, float]]) -> Pa
     return folder
 
 
-def test_lower_is_better_ranks_and_floors_and_ceilings_flag(tmp_path: Path) -> None:
+def test_lower_is_better_ranks_and_every_metric_is_checked_against_floors(tmp_path: Path
+                                                                         ) -> None:
     run = write_run(tmp_path / "run", {"small": (20.0, 0.5, 1.1), "tiny": (45.0, 0.1, 0.9),
                                        "huge": (7.5, 0.8, 1.0)})
     report = build_report(run, TEXT)
     assert [(s.variant, s.rank) for s in report.variants] == [("huge", 1), ("small", 2),
                                                                 ("tiny", 3)]
+    # A floor is checked on every metric, in its direction; a ceiling is shown, not flagged
+    # (huge passes the teacher).
     flags = {s.variant: s.flags for s in report.variants}
-    assert flags == {"huge": ("above teacher",), "small": (), "tiny": ("below unigram model",)}
+    assert flags == {"huge": (), "small": (),
+                     "tiny": ("below unigram model (perplexity, accuracy)",)}
+    # (its calibration, 0.9 against the floor's 1.3, is nearer the target of 1.0)
     assert flag_lines(report) == [
-        "huge scores above teacher (a ceiling): perplexity 7.5 vs 8.0",
-        "tiny scores below unigram model (a floor): perplexity 45.0 vs 40.0"]
+        "tiny trails unigram model (a floor) on perplexity 45.0 vs 40.0, accuracy 0.100 vs "
+        "0.200"]
     assert table_columns(report)[3:6] == ("perplexity", "accuracy", "calibration")
     assert [(r.label, r.role) for r in report.references] == [("unigram model", "floor"),
                                                               ("teacher", "ceiling")]

@@ -75,6 +75,8 @@ class Results(Record):
     images: dict[str, Image] = Field(default_factory=dict)
     timings: Timings = Timings()
     artifacts: dict[str, str | None] = Field(default_factory=dict)
+    # Where the result came from: code (commit, dirty), checkpoints (sha256), kernels...
+    provenance: dict[str, Any] = Field(default_factory=dict)
     _path: Path = PrivateAttr(default=Path("results.json"))
     _read_from: int = PrivateAttr(default=RESULTS_SCHEMA)
 

@@ -8,9 +8,9 @@ terminal, ``--json``) render these same records.
 
 Everything about the numbers comes from the study's declaration (``orchestrator.study``):
 which metrics, which way is better, which one ranks, which rows are floors a model must beat
-and which are ceilings it should not pass. Honesty rules: a variant worse than a floor on
-the ranking metric, or better than a ceiling, is flagged in every view; failed jobs and
-unreadable results stay visible as rows and warnings instead of silently dropping out.
+and which are ceilings (shown, not flagged). Honesty rules: a variant that trails a floor on
+any declared metric is flagged on those metrics in every view; failed jobs and unreadable
+results stay visible as rows and warnings instead of silently dropping out.
 """
 
 from __future__ import annotations
@@ -152,23 +152,28 @@ class Report:
 # ---------------------------------------------------------------------------- merging
 
 
+def trailed(model: dict[str, float], refs: dict[str, dict[str, float]],
+            study: StudySpec) -> dict[str, list[str]]:
+    """Per floor row, the declared metrics on which ``model`` is worse than it (each in its
+    own direction). Ceilings are shown beside the model, never flagged: a model may come
+    near one, and passing it is measurement noise more often than a fault."""
+    out: dict[str, list[str]] = {}
+    for ref in study.references:
+        if ref.role != "floor" or ref.name not in refs:
+            continue
+        worse = [m.name for m in study.metrics if study.declared and m.worse(
+            model.get(m.name, math.nan), refs[ref.name].get(m.name, math.nan))]
+        if worse:
+            out[ref.name] = worse
+    return out
+
+
 def flags_for(model: dict[str, float], refs: dict[str, dict[str, float]],
               study: StudySpec) -> tuple[str, ...]:
-    """"below <floor>" for each floor the model loses to on the ranking metric, "above
-    <ceiling>" for each ceiling it passes (worth a look: a leak, or a ceiling that is not
-    one). Nothing without a ranking metric."""
-    metric = study.ranking
-    if metric is None:
-        return ()
-    mine = model.get(metric.name, math.nan)
-    flags = []
-    for ref in study.references:
-        theirs = refs.get(ref.name, {}).get(metric.name, math.nan)
-        if ref.role == "floor" and metric.worse(mine, theirs):
-            flags.append(f"below {ref.title}")
-        elif ref.role == "ceiling" and metric.worse(theirs, mine):
-            flags.append(f"above {ref.title}")
-    return tuple(flags)
+    """"below <floor> (<metrics>)" for each floor the model trails on any declared metric."""
+    return tuple(f"below {study.reference(name).title} "
+                 f"({', '.join(study.metric(m).title for m in metrics)})"
+                 for name, metrics in trailed(model, refs, study).items())
 
 
 def _retried(job: st.JobState) -> tuple[str, ...]:

@@ -110,7 +110,7 @@ def _environment(env: dict[str, object]) -> str:
 
 
 def _flagged(note: str) -> bool:
-    return any(part.startswith(("below ", "above ")) for part in note.split("; "))
+    return any(part.startswith("below ") for part in note.split("; "))
 
 
 def _data_uri(path: str) -> str | None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.report.build import Report
+from orchestrator.report.build import Report, trailed
 from orchestrator.ui import fmt_duration
 
 MAX_NOTE = 48
@@ -44,20 +44,19 @@ def _note(text: str) -> str:
 
 
 def flag_lines(report: Report) -> list[str]:
-    """One sentence per variant flagged against a reference row, with the numbers."""
-    metric = report.study.ranking
-    if metric is None:
-        return []
+    """One sentence per variant and floor row it trails, with the numbers of each metric."""
     lines = []
     for s in report.variants:
-        mine = s.metrics.get(metric.name)
-        for ref in report.study.references:
-            theirs = s.references.get(ref.name, {}).get(metric.name, math.nan)
-            for word, role in (("below", "floor"), ("above", "ceiling")):
-                if ref.role == role and f"{word} {ref.title}" in s.flags and mine:
-                    lines.append(f"{s.variant} scores {word} {ref.title} (a {role}): "
-                                 f"{metric.title} {mine.format(metric.digits)} vs "
-                                 f"{fmt(theirs, metric.digits)}")
+        if s.status != "ok":
+            continue
+        means = {name: interval.mean for name, interval in s.metrics.items()}
+        for ref, metrics in trailed(means, s.references, report.study).items():
+            parts = [f"{report.study.metric(m).title} "
+                     f"{s.metrics[m].format(report.study.metric(m).digits)} vs "
+                     f"{fmt(s.references[ref].get(m), report.study.metric(m).digits)}"
+                     for m in metrics]
+            lines.append(f"{s.variant} trails {report.study.reference(ref).title} (a floor) on "
+                         + ", ".join(parts))
     return lines
 
 
@@ -126,8 +125,9 @@ def ranking_sentence(report: Report) -> str:
     way = (f"closest to {metric.target:g} is best" if metric.better == "target"
            else f"{metric.better} is better")
     return (f"Variants ranked by mean {metric.title} ({way}); with several seeds, mean ± 95% "
-            "Student-t interval over n seeds. A variant worse than a floor row, or better "
-            "than a ceiling row, is flagged in the note column.")
+            "Student-t interval over n seeds. A variant that trails a floor row on any metric "
+            "is flagged in the note column with those metrics; ceiling rows are shown, not "
+            "flagged.")
 
 
 def render_markdown(report: Report, out_dir: Path) -> str:

@@ -34,4 +34,4 @@ def results_table(report: Report) -> Table:
 
 
 def _flagged(note: str) -> bool:
-    return any(part.startswith(("below ", "above ")) for part in note.split("; "))
+    return any(part.startswith("below ") for part in note.split("; "))
