@@ -67,6 +67,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 # (command name, module under orchestrator.cli, function in it)
 COMMANDS = [
+    ("init", "init", "init"),
     ("spawn", "spawn", "spawn"),
     ("test-all", "test_all", "run_gates"),
     ("train", "train", "train"),
