@@ -483,5 +483,5 @@ def run_all(
     run = train(cfg, home, variants, preset, seeds=seeds, spawn=True, command="run",
                 on_update=on_update, executor=executor)
     rdir = run_dir(home, run.run_id)
-    report = write_report(build_report(rdir), rdir)
+    report = write_report(build_report(rdir, cfg.study.spec() if cfg.study else None), rdir)
     return run, report.markdown_path

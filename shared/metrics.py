@@ -13,7 +13,14 @@ Inputs are model-range tensors in [-1, 1] shaped (B, 3, T, H, W); everything is 
   uniform window, sample covariance (49/48), K1 = 0.01, K2 = 0.03 and data_range = 2 (the
   range skimage assumed for float images), mean over the window positions that fit inside the
   frame, channels averaged.
+- sharpness: how much spatial detail the prediction keeps: per frame, the energy of the
+  clipped prediction's spatial gradients (squared differences of neighbouring pixels, across
+  and down, summed over C*H*W) over the true frame's; 1 is the true frame's detail, below 1
+  blur, above 1 noise or ringing, 0 a flat frame. PSNR and SSIM reward a blurred mean of the
+  possible futures; this does not. Declared "closest to 1 is best".
 The averages over clips and frames are plain means over all (clip, frame) pairs, as OpenSTL's.
+The accumulator also keeps each clip's metrics (means over its frames): paired comparisons
+between variants scored on the same clips need them.
 """
 
 from __future__ import annotations
@@ -72,6 +79,19 @@ def ssim_per_frame(pred01: torch.Tensor, true01: torch.Tensor) -> torch.Tensor:
     return ssim_map.mean(dim=(1, 2, 3)).reshape(b, t, c).mean(dim=2)
 
 
+def gradient_energy(frames01: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, T): sum over C*H*W of squared horizontal and vertical
+    neighbour differences."""
+    across = (frames01[..., :, 1:] - frames01[..., :, :-1]).square().sum(dim=(1, 3, 4))
+    down = (frames01[..., 1:, :] - frames01[..., :-1, :]).square().sum(dim=(1, 3, 4))
+    return across + down
+
+
+# A true frame without any detail (a flat colour) would divide by zero: both energies get
+# this much, so a flat prediction of a flat frame scores 1.
+GRADIENT_EPS = 1e-8
+
+
 def clip_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every metric for every (clip, frame): name -> float64 tensor (B, T)."""
     _check_pair(pred_bcthw, true_bcthw)
@@ -92,6 +112,8 @@ def clip_metrics(pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> dict[str
         "psnr": psnr,
         "ssim": ssim_per_frame(clipped, true),
         "mse_per_pixel": mse / pixels,
+        "sharpness": (gradient_energy(clipped) + GRADIENT_EPS)
+        / (gradient_energy(true) + GRADIENT_EPS),
     }
 
 
@@ -100,6 +122,7 @@ class MetricAccumulator:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.per_clip: dict[str, list[float]] = {}  # metric -> each clip's mean over frames
         self.clips = 0
 
     def update(self, pred_bcthw: torch.Tensor, true_bcthw: torch.Tensor) -> None:
@@ -112,15 +135,18 @@ class MetricAccumulator:
             )
         for name, values in per_clip.items():
             self.sums[name] = self.sums.get(name, 0) + values.sum(dim=0)
+            self.per_clip.setdefault(name, []).extend(values.mean(dim=1).tolist())
         self.clips += pred_bcthw.shape[0]
 
     def result(self) -> dict[str, Any]:
-        """{metric: mean over clips and frames, "per_frame": {metric: [per frame]}, "clips": n}."""
+        """{metric: mean over clips and frames, "per_frame": {metric: [per frame]},
+        "per_clip": {metric: [per clip, in the order scored]}, "clips": n}."""
         if not self.clips:
             raise DataError("no clips were scored: call update() with at least one batch")
         per_frame = {name: total / self.clips for name, total in self.sums.items()}
         out: dict[str, Any] = {name: float(values.mean()) for name, values in per_frame.items()}
         out["per_frame"] = {name: values.tolist() for name, values in per_frame.items()}
+        out["per_clip"] = {name: list(values) for name, values in self.per_clip.items()}
         out["clips"] = self.clips
         return out
 

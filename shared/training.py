@@ -55,7 +55,7 @@ from shared.rehearsal import (
 )
 
 LAST_CHECKPOINT = "checkpoints/last.pt"
-PER_FRAME_SERIES = ("psnr", "ssim")  # the per-frame curves results.json carries
+PER_FRAME_SERIES = ("psnr", "ssim", "sharpness")  # the per-frame curves results.json carries
 EVAL_PRECISIONS = ("fp32", "amp")
 
 
@@ -593,8 +593,8 @@ def _evaluate_epoch(experiment: Experiment, evaluator: Evaluator, log: Run, *,
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, Any]:
-    """A metrics row without its per-frame lists."""
-    return {key: value for key, value in row.items() if key != "per_frame"}
+    """A metrics row without its per-frame and per-clip lists."""
+    return {key: value for key, value in row.items() if key not in ("per_frame", "per_clip")}
 
 
 def _record_epoch(history: list[dict[str, Any]], *, epoch: int, losses: list[float],
@@ -667,8 +667,9 @@ def _results_record(
         "environment": runtime.environment(device, threads),
         "parameters": experiment.parameter_counts(),
         "history": history,
-        "metrics": {row: {k: v for k, v in values.items() if k != "per_frame"}
-                    for row, values in final.items()},
+        "metrics": {row: _scalars(values) for row, values in final.items()},
+        # Each held-out clip's metrics, in one order for every variant: paired comparisons.
+        "per_example": {row: values["per_clip"] for row, values in final.items()},
         "series": {f"{metric}_per_frame": {
             "index": "future frame", "metric": metric,
             "rows": {row: values["per_frame"][metric] for row, values in final.items()}}

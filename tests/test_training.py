@@ -43,8 +43,17 @@ def test_results_events_and_artifacts_follow_the_contract(tmp_path, tokenizer_pa
     future_frames = results["config"]["study"]["data"]["frames"] - \
         results["config"]["study"]["data"]["context_frames"]
     for row in on_disk["metrics"].values():
-        assert set(row) == {"mse", "mae", "psnr", "ssim", "mse_per_pixel", "clips"}
-    for name, metric in (("psnr_per_frame", "psnr"), ("ssim_per_frame", "ssim")):
+        assert set(row) == {"mse", "mae", "psnr", "ssim", "mse_per_pixel", "sharpness",
+                            "clips"}
+    # each held-out clip's metrics, for paired comparisons
+    eval_clips = results["config"]["train"]["eval_clips"]
+    assert set(on_disk["per_example"]) == ROWS
+    assert all(len(values) == eval_clips for row in on_disk["per_example"].values()
+               for values in row.values())
+    assert on_disk["metrics"]["black"]["sharpness"] == pytest.approx(0.0, abs=1e-6)
+    assert on_disk["metrics"]["copy_last"]["sharpness"] > 0.5  # a real frame's detail
+    for name, metric in (("psnr_per_frame", "psnr"), ("ssim_per_frame", "ssim"),
+                         ("sharpness_per_frame", "sharpness")):
         series = on_disk["series"][name]
         assert (series["index"], series["metric"], set(series["rows"])) == \
             ("future frame", metric, ROWS)

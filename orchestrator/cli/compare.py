@@ -70,7 +70,7 @@ def compare(
     from orchestrator import ui
     from orchestrator.report import build_report, write_report
     from orchestrator.report.markdown import flag_lines
-    from orchestrator.report.terminal import results_table
+    from orchestrator.report.terminal import paired_table, results_table
 
     run_dir = find_run_dir(run)
     report = write_report(build_report(run_dir, declared_study()), out or run_dir)
@@ -84,6 +84,8 @@ def compare(
     if json_output:
         return
     ui.write(results_table(report))
+    if (paired := paired_table(report)) is not None:
+        ui.write(paired)
     for line in flag_lines(report):
         ui.write(f"[bold red]{line}[/]")
     ui.write(f"report: {report.markdown_path}  {report.html_path}")

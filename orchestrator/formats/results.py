@@ -71,6 +71,9 @@ class Results(Record):
     parameters: Parameters | None = None
     history: tuple[EpochStats, ...] = ()
     metrics: dict[str, Scalars]  # "model" and the study's reference rows
+    # Row -> metric -> one value per held-out example, in one order for every job of a run:
+    # what paired comparisons between variants (and against the floors) resample.
+    per_example: dict[str, dict[str, tuple[Num, ...]]] = Field(default_factory=dict)
     series: dict[str, Series] = Field(default_factory=dict)
     images: dict[str, Image] = Field(default_factory=dict)
     timings: Timings = Timings()

@@ -38,6 +38,7 @@ from orchestrator.formats import (
     warn_corrupt,
 )
 from orchestrator.progress import read_progress
+from orchestrator.report.paired import Comparison, comparisons, supported_ranks
 from orchestrator.report.stats import Interval, mean_interval
 from orchestrator.study import VIDEO_STUDY, StudySpec, inferred_study
 
@@ -70,6 +71,7 @@ class JobRow:
     gate_passed: bool | None
     gate_tests: tuple[TestOutcome, ...]
     metrics: dict[str, dict[str, float]]  # "model" and reference rows -> metric -> value
+    per_example: dict[str, dict[str, tuple[float, ...]]]  # row -> metric -> per example
     series: dict[str, Series]  # name -> a curve per row over an index
     pictures: tuple[Picture, ...]
     trainable: int | None
@@ -91,7 +93,8 @@ class JobRow:
 @dataclass(frozen=True)
 class VariantSummary:
     variant: str
-    rank: int | None  # by the ranking metric; None without results or without one
+    rank: int | None  # what the paired verdicts support (paired.supported_ranks), or by mean
+    tied: bool  # another variant shares the rank: no detectable difference between them
     seeds: tuple[int, ...]
     metrics: dict[str, Interval]  # declared metric -> mean and interval over seeds
     references: dict[str, dict[str, float]]  # this variant's reference rows, seed means
@@ -133,6 +136,7 @@ class Report:
     rows: list[JobRow]
     variants: list[VariantSummary]
     references: list[ReferenceRow]
+    comparisons: list[Comparison] = field(default_factory=list)  # paired differences
     warnings: list[str] = field(default_factory=list)
     markdown_path: Path | None = None
     html_path: Path | None = None
@@ -223,6 +227,8 @@ def _job_row(job: st.JobState) -> tuple[JobRow, Results | None]:
         gate_tests=tuple(gate.tests if gate else ()),
         metrics={row: dict(values) for row, values in results.metrics.items()}
         if results else {},
+        per_example={row: dict(values) for row, values in results.per_example.items()}
+        if results else {},
         series=dict(results.series) if results else {},
         pictures=pictures,
         trainable=results.trainable if results else None,
@@ -279,7 +285,7 @@ def _summaries(rows: list[JobRow], study: StudySpec) -> list[VariantSummary]:
         if ok and failed:
             flags += (f"{len(failed)} of {len(jobs)} jobs without results",)
         out.append(VariantSummary(
-            variant=variant, rank=None, seeds=tuple(sorted(r.seed for r in ok)),
+            variant=variant, rank=None, tied=False, seeds=tuple(sorted(r.seed for r in ok)),
             metrics=model, references=refs, gate=_gate_text(jobs),
             trainable=ok[0].trainable if ok else None, frozen=ok[0].frozen if ok else None,
             wall_s=_mean([r.wall_s for r in ok if r.wall_s is not None]) if ok else None,
@@ -298,6 +304,39 @@ def _summaries(rows: list[JobRow], study: StudySpec) -> list[VariantSummary]:
 
     out.sort(key=key)
     return [replace(s, rank=i + 1) if key(s)[0] == 0 else s for i, s in enumerate(out)]
+
+
+def _samples(rows: list[JobRow], variants: list[VariantSummary]
+             ) -> dict[str, dict[str, dict[str, list[list[float]]]]]:
+    """variant -> row -> metric -> one list of per-example values per seed, for the variants
+    whose every scored job has them."""
+    out: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
+    for summary in variants:
+        jobs = [r for r in rows if r.variant == summary.variant and r.has_results]
+        if not jobs or not all(r.per_example.get(MODEL_ROW) for r in jobs):
+            continue
+        out[summary.variant] = {
+            row: {metric: [list(r.per_example[row][metric]) for r in jobs]
+                  for metric in jobs[0].per_example[row]
+                  if all(metric in r.per_example.get(row, {}) for r in jobs)}
+            for row in jobs[0].per_example}
+    return out
+
+
+def _paired_ranks(variants: list[VariantSummary], found: list[Comparison],
+                  study: StudySpec) -> list[VariantSummary]:
+    """The ranks the paired verdicts support on the ranking metric (when every ranked
+    variant has per-example results), ties marked; the order by rank, then by mean."""
+    metric = study.ranking
+    ranked = [s for s in variants if s.rank is not None]
+    compared = {c.a for c in found} | {c.b for c in found}
+    if metric is None or len(ranked) < 2 or not all(s.variant in compared for s in ranked):
+        return variants
+    ranks = supported_ranks([s.variant for s in ranked], found, metric)
+    order = {s.variant: i for i, s in enumerate(variants)}
+    updated = [replace(s, rank=ranks[s.variant][0], tied=ranks[s.variant][1])
+               if s.variant in ranks else s for s in variants]
+    return sorted(updated, key=lambda s: (s.rank is None, s.rank or 0, order[s.variant]))
 
 
 def _same(values: list[dict[str, float]]) -> bool:
@@ -376,10 +415,12 @@ def build_report(run_dir: Path, study: StudySpec | None = None) -> Report:
     rows = [replace(r, flags=flags_for(r.metrics[MODEL_ROW], r.metrics, study) + r.flags)
             if r.has_results else r for r in rows]
     variants = _summaries(rows, study)
+    found = comparisons(_samples(rows, variants), study)
+    variants = _paired_ranks(variants, found, study)
     return Report(
         run_id=run.run_id if run else run_dir.name,
         preset=run.preset if run else ", ".join(sorted({r.preset for r in rows})),
         status=run.status.value if run else "unknown", study=study,
         rows=rows, variants=variants, references=_references(rows, variants, study),
-        warnings=warnings,
+        comparisons=found, warnings=warnings,
     )

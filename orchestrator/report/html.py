@@ -11,7 +11,15 @@ from pathlib import Path
 
 from orchestrator.report.build import Report, mean_curve
 from orchestrator.report.charts import PALETTE, REF_PALETTES, Series, svg_bars, svg_lines
-from orchestrator.report.markdown import fmt, ranking_sentence, table_columns, table_rows
+from orchestrator.report.markdown import (
+    PAIRED_COLUMNS,
+    fmt,
+    paired_rows,
+    paired_sentence,
+    ranking_sentence,
+    table_columns,
+    table_rows,
+)
 
 MAX_DIFF_CHARS = 200_000
 MAX_IMAGE_BYTES = 8 << 20
@@ -143,6 +151,15 @@ def render_html(report: Report) -> str:
         h.append(f'<tr class="{kind}">{tds}<td class="{"flag" if flagged else ""}">'
                  f"{_e(note)}</td></tr>")
     h.append("</table>")
+    paired = paired_rows(report)
+    if paired:
+        h.append(f"<h2>Paired differences</h2><p>{_e(paired_sentence(report))}</p><table><tr>"
+                 + "".join(f"<th>{_e(c)}</th>" for c in PAIRED_COLUMNS) + "</tr>")
+        for cells in paired:
+            cls = "flag" if cells[5] == "A worse" and "(floor)" in cells[1] else ""
+            h.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells[:-2])
+                     + f'<td class="{cls}">{_e(cells[5])}</td><td>{_e(cells[6])}</td></tr>')
+        h.append("</table>")
     h.append("<h2>Charts</h2>" + "".join(_charts(report)))
     pictures = [(r, p) for r in report.rows for p in r.pictures]
     if pictures:

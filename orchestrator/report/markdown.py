@@ -74,7 +74,7 @@ def table_rows(report: Report) -> list[tuple[str, list[str]]]:
                  str(s.seeds[0]) if s.seeds else "-")
         note = "; ".join(s.flags) if s.status == "ok" else s.status
         out.append(("variant", [
-            str(s.rank) if s.rank else "-", s.variant, seeds,
+            (f"={s.rank}" if s.tied else str(s.rank)) if s.rank else "-", s.variant, seeds,
             *(s.metrics[m.name].format(m.digits) if m.name in s.metrics else "n/a"
               for m in metrics),
             s.gate, fmt_params(s.trainable, s.frozen), fmt_duration(s.wall_s),
@@ -116,6 +116,38 @@ def _rel(path: str, base: Path) -> str:
         return path
 
 
+PAIRED_COLUMNS = ("A", "B", "metric", "A - B", "A's advantage, 95% interval", "verdict",
+                  "examples")
+
+
+def paired_rows(report: Report, *, ranking_only: bool = False) -> list[list[str]]:
+    """The paired differences as table cells: each pair of variants, then each variant
+    against each floor row, per metric (the ranking metric's alone with ``ranking_only``)."""
+    ranking = report.study.ranking
+    out = []
+    for c in report.comparisons:
+        if ranking_only and (ranking is None or c.metric != ranking.name):
+            continue
+        metric = report.study.metric(c.metric)
+        digits = metric.digits + 1
+        seeds = f" x {c.seeds[0]}/{c.seeds[1]} seeds" if max(c.seeds) > 1 else ""
+        verdict = {"better": "A better", "worse": "A worse", "tie": "no detectable difference"}
+        out.append([c.a, c.b.removeprefix("floor:") + (" (floor)" if c.against_floor else ""),
+                     metric.title, f"{c.difference:+.{digits}f}",
+                     f"[{fmt(c.low, digits)}, {fmt(c.high, digits)}]", verdict[c.verdict],
+                     f"{c.examples}{seeds}"])
+    return out
+
+
+def paired_sentence(report: Report) -> str:
+    return ("Every variant is scored on the same held-out examples, so each pair is compared "
+            "example by example: the interval is a paired bootstrap (examples, and seeds "
+            "when there are several, drawn with replacement) of A's advantage, in the "
+            "metric's own direction (for a target, how much nearer A is). A verdict needs "
+            "the interval to exclude 0. The ranks show only what the verdicts on the ranking "
+            "metric support: 1 + the variants that beat one; \"=\" marks a shared rank.")
+
+
 def ranking_sentence(report: Report) -> str:
     """How the variants are ordered, and what a flag means, in one sentence or two."""
     metric = report.study.ranking
@@ -148,6 +180,10 @@ def render_markdown(report: Report, out_dir: Path) -> str:
         "gate: tests passed/total; params: trainable/total; samp/s: training samples per "
         "second; rows marked ref are the references (floor or ceiling in the note). Charts, "
         "pictures and diffs: report.html.",)), ""]
+    paired = paired_rows(report)
+    if paired:
+        lines += ["## Paired differences", "", paired_sentence(report), ""]
+        lines += _md_table(PAIRED_COLUMNS, paired) + [""]
     lines += ["## Gates", ""]
     gate_rows = []
     seen: set[str] = set()

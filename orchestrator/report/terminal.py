@@ -6,7 +6,7 @@ from rich import box
 from rich.table import Table
 
 from orchestrator.report.build import Report
-from orchestrator.report.markdown import table_columns, table_rows
+from orchestrator.report.markdown import PAIRED_COLUMNS, paired_rows, table_columns, table_rows
 
 FAILED_NOTES = ("failed", "unreadable", "no results", "cancelled", "gate_failed")
 
@@ -35,3 +35,20 @@ def results_table(report: Report) -> Table:
 
 def _flagged(note: str) -> bool:
     return any(part.startswith("below ") for part in note.split("; "))
+
+
+def paired_table(report: Report) -> Table | None:
+    """The ranking metric's paired differences (every metric's are in report.md and .html);
+    None when there are none."""
+    rows = paired_rows(report, ranking_only=True)
+    if not rows:
+        return None
+    table = Table(title="paired differences (ranking metric; all metrics in report.md)",
+                  box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for column in PAIRED_COLUMNS:
+        table.add_column(column, justify="left" if column in ("A", "B", "verdict") else "right")
+    for cells in rows:
+        worse_than_floor = cells[5] == "A worse" and "(floor)" in cells[1]
+        table.add_row(*cells[:5], f"[bold red]{cells[5]}[/]" if worse_than_floor else cells[5],
+                      cells[6])
+    return table
