@@ -46,6 +46,7 @@ class TrainArgs:
     device: str | None
     micro_batch: int | None = None
     rehearse: bool = False
+    eval_data: Path | None = None  # the held-out clips from this file instead
 
     def run_spec(self, variant: str) -> RunSpec:
         return RunSpec(variant=variant, preset=self.preset, seed=self.seed,
@@ -82,6 +83,9 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help=".npy/.npz of uint8 frames instead of the "
                         "trajectory videos")
+    parser.add_argument("--eval-data", type=Path, help=".npy/.npz of uint8 frames scored whole "
+                        "as the held-out clips (e.g. a benchmark's official test set) instead "
+                        "of the eval split")
     parser.add_argument("--tokenizer", help="tokenizer checkpoint: a path or hf://OWNER/REPO/FILE")
     parser.add_argument("--motion", help="motion backbone checkpoint, for variants that use one: "
                         "a path or hf://OWNER/REPO/FILE")
@@ -108,21 +112,42 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
     return TrainArgs(preset=ns.preset, output=ns.output, resume=ns.resume, seed=ns.seed,
                      data=ns.data, tokenizer=ns.tokenizer, motion=ns.motion,
                      threads=ns.threads, device=ns.device, micro_batch=ns.micro_batch,
-                     rehearse=ns.rehearse)
+                     rehearse=ns.rehearse, eval_data=ns.eval_data)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The clips of a run: train; validation, what per-epoch evaluations and any choice see;
+    held_out, what the final numbers come from and nothing chose on."""
+
+    train: Dataset[dict[str, Any]]
+    validation: Dataset[dict[str, Any]]
+    held_out: Dataset[dict[str, Any]]
+    train_clips: int  # training clips actually available (a file may hold fewer)
 
 
 def build_datasets(
-    data: TrajectoryConfig, *, train_clips: int, eval_clips: int, data_file: Path | None
-) -> tuple[Dataset[dict[str, Any]], Dataset[dict[str, Any]], int]:
-    """(train set, eval set, number of train clips actually available)."""
+    data: TrajectoryConfig, *, train_clips: int, eval_clips: int, data_file: Path | None,
+    validation_clips: int | None = None, eval_file: Path | None = None,
+) -> Splits:
+    """The trajectory videos' three splits, or a ``data_file``'s three-way split; with
+    ``eval_file`` the held-out clips are that whole file."""
+    validation_clips = validation_clips or eval_clips
     if data_file is None:
-        return (TrajectoryVideos(data, split="train", size=train_clips),
-                TrajectoryVideos(data, split="eval", size=eval_clips), train_clips)
-    train_set = VideoFileDataset(data_file, frames=data.frames,
-                                 context_frames=data.context_frames, split="train")
-    eval_set = VideoFileDataset(data_file, frames=data.frames,
-                                context_frames=data.context_frames, split="eval")
-    return train_set, eval_set, min(train_clips, len(train_set))
+        splits = Splits(TrajectoryVideos(data, split="train", size=train_clips),
+                        TrajectoryVideos(data, split="validation", size=validation_clips),
+                        TrajectoryVideos(data, split="eval", size=eval_clips), train_clips)
+    else:
+        def part(split: str, path: Path = data_file) -> VideoFileDataset:
+            return VideoFileDataset(path, frames=data.frames,
+                                    context_frames=data.context_frames, split=split)
+
+        train = part("train")
+        splits = Splits(train, part("validation"), part("eval"), min(train_clips, len(train)))
+    if eval_file is not None:
+        splits = replace(splits, held_out=VideoFileDataset(
+            eval_file, frames=data.frames, context_frames=data.context_frames, split="all"))
+    return splits
 
 
 def load_study_tokenizer(study: StudyConfig, source: str | None) -> MagvitTokenizer:
@@ -173,10 +198,11 @@ def run_variant(
     study = args.study_to_run(study)  # --micro-batch and --rehearse, checked before any load
     seed_everything(args.seed)  # before any module is built: the weights' init depends on it
     tokenizer = load_study_tokenizer(study, args.tokenizer)
-    train_set, eval_set, train_clips = build_datasets(
+    splits = build_datasets(
         study.data, train_clips=study.train.train_clips, eval_clips=study.train.eval_clips,
-        data_file=args.data,
+        validation_clips=study.train.val_clips, data_file=args.data, eval_file=args.eval_data,
     )
+    train_set, train_clips = splits.train, splits.train_clips
     caches: dict[str, ClipCache | None] = {"cache": None}
     if cache_key is not None:
         data = data_key(study, args.data)
@@ -191,18 +217,21 @@ def run_variant(
                 "code": code_digest(*FEATURE_CODE, build.__module__)})
     experiment = build(tokenizer=tokenizer, train_set=train_set, train_clips=train_clips,
                        **caches)
-    evaluator = Evaluator(eval_set, context_frames=study.data.context_frames,
-                          batch_size=study.train.eval_batch_size,
-                          strip_clips=study.train.strip_clips)
+    evaluator, validator = (
+        Evaluator(dataset, context_frames=study.data.context_frames,
+                  batch_size=study.train.eval_batch_size, strip_clips=study.train.strip_clips)
+        for dataset in (splits.held_out, splits.validation))
     return train(
         experiment,
         # A --data file may hold fewer clips than the preset trains on.
         config=replace(study.train, train_clips=train_clips),
         run=args.run_spec(variant),
         evaluator=evaluator,
+        validator=validator,
         checkpoints=checkpoint_record({"tokenizer": args.tokenizer or study.tokenizer,
                                        "motion": args.motion}),
         run_config={"variant": variant, **variant_config,
                     "tokenizer_source": args.tokenizer or study.tokenizer,
-                    "data_file": str(args.data) if args.data else None},
+                    "data_file": str(args.data) if args.data else None,
+                    "eval_data_file": str(args.eval_data) if args.eval_data else None},
     )

@@ -83,6 +83,9 @@ class TrainConfig:
     # in fp32 from the decoded frames either way.
     eval_every: int = 1
     eval_precision: str = "fp32"
+    # Clips of the validation split each epoch is evaluated on (None: eval_clips); the final
+    # numbers come from eval_clips of the held-out split, which no choice has seen.
+    validation_clips: int | None = None
     # A rehearsal's config: the run it stands for (its epochs, optimizer steps per epoch,
     # held-out clips).
     run_epochs: int | None = None
@@ -104,6 +107,10 @@ class TrainConfig:
         if self.micro_batch is not None and self.micro_batch not in self.micro_batch_choices:
             raise ConfigError(f"train.micro_batch={self.micro_batch} must divide "
                               f"train.batch_size={self.batch_size}")
+
+    @property
+    def val_clips(self) -> int:
+        return self.validation_clips or self.eval_clips
 
     @property
     def micro_batch_size(self) -> int:
@@ -152,6 +159,7 @@ class TrainConfig:
                        run_steps_per_epoch=math.ceil(self.train_clips / self.batch_size),
                        run_eval_clips=self.eval_clips,
                        eval_clips=min(self.eval_clips, REHEARSAL_EVAL_CLIPS),
+                       validation_clips=min(self.val_clips, REHEARSAL_EVAL_CLIPS),
                        strip_clips=min(self.strip_clips, REHEARSAL_EVAL_CLIPS))
 
 
@@ -242,9 +250,12 @@ def train(
     evaluator: Evaluator,
     run_config: dict[str, Any],
     checkpoints: dict[str, dict[str, str]] | None = None,
+    validator: Evaluator | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and write results; returns the results record. ``checkpoints``: the
-    checkpoints the run loaded (``shared.provenance.checkpoint_record``), for provenance."""
+    """Train, evaluate and write results; returns the results record. ``validator`` scores
+    the model after each evaluated epoch (the validation split: what choices may look at);
+    ``evaluator`` gives the final numbers (the held-out split); None: the evaluator does
+    both. ``checkpoints``: the checkpoints the run loaded, for provenance."""
     output_dir = run.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     log = Run(output_dir)  # events.jsonl now, results.json at the end
@@ -253,7 +264,8 @@ def train(
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return _train(experiment, config=config, run=run, evaluator=evaluator,
-                      run_config=run_config, log=log, checkpoints=checkpoints or {})
+                      validator=validator, run_config=run_config, log=log,
+                      checkpoints=checkpoints or {})
     except BaseException as error:
         if not isinstance(error, SystemExit):
             user_error = isinstance(error, (SharedError, KeyboardInterrupt))
@@ -279,6 +291,7 @@ def _train(
     config: TrainConfig,
     run: RunSpec,
     evaluator: Evaluator,
+    validator: Evaluator | None,
     run_config: dict[str, Any],
     log: Run,
     checkpoints: dict[str, dict[str, str]],
@@ -326,7 +339,10 @@ def _train(
     loop = _EpochLoop(config=config, seed=run.seed, total_steps=total_steps, device=device,
                       precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch,
                       meter=meter)
-    model_row: dict[str, Any] | None = None  # the model's last eval row, reused at the end
+    # Without a validator the held-out evaluator scores the epochs too, and the last epoch's
+    # row is reused as the final model row rather than predicted again.
+    epochs_scorer = validator or evaluator
+    model_row: dict[str, Any] | None = None
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
         if isinstance(meter, RehearsalMeter):
@@ -338,15 +354,15 @@ def _train(
         model_row, extra = None, {}
         if config.evaluates_after(epoch):
             with inference.autocast(), meter.measure_evaluation("epoch"):
-                model_row, extra = _evaluate_epoch(experiment, evaluator, log, epoch=epoch)
+                model_row, extra = _evaluate_epoch(experiment, epochs_scorer, log, epoch=epoch)
         _record_epoch(history, epoch=epoch, losses=epoch_losses, logs=epoch_logs,
                       model_row=model_row, extra=extra, started=epoch_start)
         _save_epoch_checkpoint(checkpoint_path, experiment, optimizer, log, epoch=epoch,
                                history=history, train_seconds=train_seconds)
 
-    # The last epoch's row is the final model's: no second pass over the held-out clips.
     with inference.autocast(), meter.measure_evaluation("final"):
-        final = evaluator.evaluate_all(experiment, model_row=model_row)
+        final = evaluator.evaluate_all(experiment,
+                                       model_row=model_row if validator is None else None)
         strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")
     results = _results_record(
         experiment, config=config, run=run, run_config=run_config, device=device,

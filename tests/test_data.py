@@ -268,12 +268,16 @@ def test_file_dataset_splits_cuts_and_checks(tmp_path):
     path = tmp_path / "videos.npy"
     train = VideoFileDataset(path, frames=9, context_frames=5, split="train")
     evals = VideoFileDataset(path, frames=9, context_frames=5, split="eval", eval_fraction=0.2)
-    assert len(train) == 9 and len(evals) == 2
+    assert len(train) == 8 and len(evals) == 2  # 10 clips: 1 validation, 1 eval by default
     again = VideoFileDataset(path, frames=9, context_frames=5, split="eval", eval_fraction=0.2)
     assert list(evals.clip_ids) == list(again.clip_ids)
-    assert not set(train.clip_ids) & set(
-        VideoFileDataset(path, frames=9, context_frames=5, split="eval").clip_ids
-    )
+    # Three disjoint splits that cover the file; "all" is the whole file.
+    parts = {split: set(VideoFileDataset(path, frames=9, context_frames=5,
+                                         split=split).clip_ids)
+             for split in ("train", "validation", "eval")}
+    assert [len(p) for p in parts.values()] == [8, 1, 1]
+    assert set.union(*parts.values()) == set(range(10)) and sum(map(len, parts.values())) == 10
+    assert len(VideoFileDataset(path, frames=9, context_frames=5, split="all")) == 10
 
     item = train[0]
     assert set(item) == {"video", "label", "index"} and item["label"] == -1

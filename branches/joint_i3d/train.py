@@ -40,18 +40,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args: TrainArgs = parse_train_args(argv, variant=VARIANT, description=__doc__ or "")
     config = joint_i3d_config(args.preset)
     study = args.study_to_run(config.study)  # a bad --micro-batch fails before I3D loads
-    if args.rehearse:  # the probe clips are held-out clips too: cut like the evaluator's
-        config = replace(config, probe_clips=min(config.probe_clips, study.train.eval_clips))
+    if args.rehearse:  # the probe clips are validation clips: cut like the validator's
+        config = replace(config, probe_clips=min(config.probe_clips, study.train.val_clips))
     backbone = load_motion(config, args.motion)
-    # Held-out probe clips for the tokenizer's per-epoch drift figures (the same eval split
-    # the evaluator scores; run_variant does not hand its eval set to the builder).
-    _, eval_set, _ = build_datasets(study.data, train_clips=study.train.train_clips,
-                                    eval_clips=study.train.eval_clips, data_file=args.data)
+    # Probe clips for the tokenizer's per-epoch drift figures: per-epoch figures come from the
+    # validation split, like the epochs' evaluations (never from the held-out clips).
+    probe_set = build_datasets(study.data, train_clips=study.train.train_clips,
+                               eval_clips=study.train.eval_clips,
+                               validation_clips=study.train.val_clips,
+                               data_file=args.data).validation
     return run_variant(
         args,
         variant=VARIANT,
         study=study,
-        build=partial(build_experiment, config, backbone=backbone, probe_set=eval_set),
+        build=partial(build_experiment, config, backbone=backbone, probe_set=probe_set),
         variant_config=asdict(config) | {"motion_source": args.motion or config.motion.source},
         cache_key=None,  # the tokenizer trains: nothing it computes stays valid
     )

@@ -19,7 +19,10 @@ from shared.errors import ConfigError, DataError
 
 EXPECTED = "expected uint8 frames shaped (N, T, H, W) or (N, T, H, W, C) with C in {1, 3}"
 NPZ_KEYS = ("videos", "frames")  # preferred array names in a .npz; else its first array
-SPLIT_SEED = 0  # the train/eval split belongs to the file, not to a training run's seed
+SPLIT_SEED = 0  # the split belongs to the file, not to a training run's seed
+# eval: the held-out clips the report's numbers come from; validation: the clips choices are
+# made on; all: every clip (a file given as --eval-data, a benchmark's own test set).
+FILE_SPLITS = ("train", "validation", "eval", "all")
 SPATIAL_MULTIPLE = 8  # the tokenizer downsamples height and width by 8
 
 
@@ -86,9 +89,10 @@ def load_video_file(path: str | Path) -> np.ndarray:
 class VideoFileDataset(Dataset):
     """Clips of a video file, cut to `frames` frames, as items like TrajectoryVideos' items.
 
-    Each clip keeps its first `frames` frames. The clips are split into train and eval by a
-    fixed shuffle, so the split does not change between runs. Files carry no labels: an item's
-    label is -1.
+    Each clip keeps its first `frames` frames. The clips are split into train, validation and
+    eval (10% each of the last two by default) by a fixed shuffle, so the split does not
+    change between runs; split "all" takes every clip. Files carry no labels: an item's label
+    is -1.
     """
 
     def __init__(
@@ -99,12 +103,16 @@ class VideoFileDataset(Dataset):
         context_frames: int,
         split: str = "train",
         eval_fraction: float = 0.1,
+        validation_fraction: float = 0.1,
     ):
         check_frame_counts(frames, context_frames, owner="VideoFileDataset")
-        if split not in ("train", "eval"):
-            raise ConfigError(f"split={split!r}: use 'train' or 'eval'")
-        if not 0.0 < eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction={eval_fraction!r}: use a fraction in (0, 1)")
+        if split not in FILE_SPLITS:
+            raise ConfigError(f"split={split!r}: use one of {', '.join(FILE_SPLITS)}")
+        if not (0.0 < eval_fraction < 1.0 and 0.0 < validation_fraction < 1.0
+                and eval_fraction + validation_fraction < 1.0):
+            raise ConfigError(f"eval_fraction={eval_fraction!r}, validation_fraction="
+                              f"{validation_fraction!r}: use fractions in (0, 1) summing to "
+                              "less than 1")
         self.path = Path(path)
         self.videos = open_video_array(self.path)
         clips, length, height, width = self.videos.shape[:4]
@@ -119,14 +127,16 @@ class VideoFileDataset(Dataset):
                 f"by {SPATIAL_MULTIPLE} (the tokenizer downsamples by {SPATIAL_MULTIPLE}); crop "
                 "or resize them"
             )
-        if clips < 2:
+        if clips < 3 and split != "all":
             raise DataError(
-                f"{self.path} holds {clips} clip: expected at least 2, one for train and one "
-                "for eval"
+                f"{self.path} holds {clips} clip(s): expected at least 3, for train, validation "
+                "and eval (or pass it as --eval-data, scored whole)"
             )
-        n_eval = min(clips - 1, max(1, round(clips * eval_fraction)))
+        n_eval = min(clips - 2, max(1, round(clips * eval_fraction)))
+        n_val = min(clips - 1 - n_eval, max(1, round(clips * validation_fraction)))
         order = np.random.default_rng(SPLIT_SEED).permutation(clips)
-        chosen = order[:n_eval] if split == "eval" else order[n_eval:]
+        chosen = {"eval": order[:n_eval], "validation": order[n_eval:n_eval + n_val],
+                  "train": order[n_eval + n_val:], "all": order}[split]
         self.clip_ids = np.sort(chosen)  # file order reads a memory-mapped file sequentially
         self.frames, self.context_frames, self.split = frames, context_frames, split
 

@@ -41,7 +41,9 @@ from shared.errors import ConfigError
 
 TRAJECTORY_CLASSES: tuple[str, ...] = ("linear", "circular", "parabolic", "zigzag")
 SHAPES: tuple[str, ...] = ("cube", "cylinder", "cone")
-SPLITS: dict[str, int] = {"train": 0, "eval": 1}
+# eval: the held-out split the report's numbers come from; validation: the one choices are
+# made on (readout, epochs, batch size...), so no choice has seen the held-out clips.
+SPLITS: dict[str, int] = {"train": 0, "eval": 1, "validation": 2}
 
 # Camera and scene, in world units (the ground is y = 0, the camera looks along +z).
 FOV_DEGREES = 45.0  # horizontal field of view

@@ -168,12 +168,14 @@ class ClipSource:
         data = trajectory_config(config.data)
         if data_file is None:
             self.train = TrajectoryVideos(data, split="train", size=config.train_clips)
-            self.eval = TrajectoryVideos(data, split="eval", size=config.eval_clips)
+            # The validation split: the held-out one is the study's report's alone.
+            self.eval = TrajectoryVideos(data, split="validation", size=config.eval_clips)
         else:
             self.train = VideoFileDataset(data_file, frames=data.frames,
                                           context_frames=data.context_frames, split="train")
             self.eval = VideoFileDataset(data_file, frames=data.frames,
-                                         context_frames=data.context_frames, split="eval")
+                                         context_frames=data.context_frames,
+                                         split="validation")
         self.num_train = len(self.train)
         sample = self.eval[0]["video"]  # (3, T, H, W)
         self.frames, self.resolution = sample.shape[1], sample.shape[2]

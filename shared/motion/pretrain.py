@@ -329,7 +329,8 @@ def pretrain(
     model = build_backbone(model_config)
     classifier = MotionClassifier(model).train()
     train_set = TrajectoryVideos(data, split="train", size=config.train_clips)
-    eval_set = TrajectoryVideos(data, split="eval", size=config.eval_clips)
+    # The validation split: the held-out one is the study's report's alone.
+    eval_set = TrajectoryVideos(data, split="validation", size=config.eval_clips)
     n_params = sum(p.numel() for p in model.parameters())
     log(_run_summary(config, data, classes, n_params, threads))
     history, step, train_s = _train(classifier, train_set, config, data.context_frames, log)
