@@ -128,8 +128,13 @@ _used: set[str] = set()
 
 
 def kernels_used() -> list[str]:
-    """The attention kernels this process has run so far, sorted."""
+    """The attention kernels run since the last ``forget_kernels_used``, sorted."""
     return sorted(_used)
+
+
+def forget_kernels_used() -> None:
+    """Start recording afresh (a run's provenance names the kernels that run used)."""
+    _used.clear()
 
 
 def _report_fallback(reason: str) -> None:

@@ -5,8 +5,9 @@ Every test and every variant's gate uses these, so they all exercise the same sm
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from shared.data import TrajectoryVideos, stack_videos
 from shared.magvit import MagvitTokenizer, load_tokenizer, save_tokenizer, tokenizer_config
 from shared.predictor import PredictorConfig
 from shared.presets import StudyConfig, study_preset
+from shared.runtime import eval_mode
 
 
 def micro_study() -> StudyConfig:
@@ -91,15 +93,22 @@ def expected_predictor_parameters(config: PredictorConfig) -> int:
     )
 
 
-def check_tokenizer_checkpoint_round_trip(directory: Path) -> MagvitTokenizer:
+def check_tokenizer_checkpoint_round_trip(
+    directory: Path, load: Callable[[Path], MagvitTokenizer] = load_tokenizer
+) -> MagvitTokenizer:
     """Gate check 1: a micro checkpoint in the official layout (raw + ``model_ema.*``) loads
-    strictly, with the EMA weights, and reconstructs a clip to its own shape. Returns the
-    loaded tokenizer for further checks."""
+    strictly through ``load``, with the EMA weights, and reconstructs a clip to its own shape.
+    Returns the loaded tokenizer for further checks.
+
+    Catches: a loader that takes the raw weights instead of the EMA ones (the official file
+    holds both, and only the EMA ones are the released model), or a tokenizer whose latent
+    grid or reconstruction is not the shape its config says.
+    """
     written = micro_tokenizer(seed=3)
     path = write_micro_tokenizer(directory / "tokenizer.ckpt", seed=3)
     payload = torch.load(path, weights_only=True)
     assert any(k.startswith("model_ema.") for k in payload["state_dict"]), "not official layout"
-    loaded = load_tokenizer(path)
+    loaded = load(path)
     for name, tensor in written.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), f"{name} is not the EMA weight"
     clip = micro_clips(2)
@@ -113,27 +122,209 @@ def check_tokenizer_checkpoint_round_trip(directory: Path) -> MagvitTokenizer:
     return loaded
 
 
+Parameters = nn.Module | Iterable[nn.Parameter]
+
+
+def _parameters(part: Parameters) -> list[nn.Parameter]:
+    return list(part.parameters()) if isinstance(part, nn.Module) else list(part)
+
+
+def check_parameter_counts(
+    experiment: Any,
+    expected: dict[str, int],
+    *,
+    frozen: dict[str, Parameters],
+    trainable: dict[str, Parameters],
+) -> None:
+    """Gate check 2, the part every variant shares: ``experiment.parameter_counts()`` is
+    ``expected`` (worked out from the config by the variant's gate, not by building the
+    model), every parameter of the ``frozen`` parts is frozen and every one of the
+    ``trainable`` parts takes gradients, and the optimizer groups hold exactly the trainable
+    parameters, each once.
+
+    Catches: a parameter count that changed (a block more or less, another width, a
+    condition projection sized for other features), a frozen part left with
+    ``requires_grad`` on (its weights leave the frozen count), a part that should train
+    frozen by mistake, and optimizer groups that miss or repeat a parameter.
+    """
+    counts = experiment.parameter_counts()
+    assert counts == expected, f"parameter counts {counts}, the config says {expected}"
+    for name, part in frozen.items():
+        assert not any(p.requires_grad for p in _parameters(part)), \
+            f"{name} is meant to be frozen but some of its parameters require gradients"
+    for name, part in trainable.items():
+        assert all(p.requires_grad for p in _parameters(part)), \
+            f"{name} is meant to train but some of its parameters are frozen"
+    grouped = [id(p) for group in experiment.param_groups() for p in group["params"]]
+    wanted = [id(p) for p in experiment.trainable.parameters() if p.requires_grad]
+    assert sorted(grouped) == sorted(wanted), \
+        "the optimizer groups do not hold exactly the trainable parameters, each once"
+
+
+def with_other_futures(clips: torch.Tensor, context_frames: int) -> torch.Tensor:
+    """``clips`` (B >= 2, 3, T, H, W) with each clip's future frames replaced by the next
+    clip's: the same contexts, other (real) content after them."""
+    assert clips.shape[0] >= 2, "needs two clips or more, to swap their futures"
+    altered = clips.clone()
+    altered[:, :, context_frames:] = clips.roll(-1, dims=0)[:, :, context_frames:]
+    return altered
+
+
 def check_prediction_ignores_future(experiment: Any, layout: Any, clips: torch.Tensor
                                     ) -> torch.Tensor:
     """Gate check 3, the part every variant shares: the prediction from the context of
-    ``clips`` (B, 3, T, H, W) has the future's shape, is finite, and stays the same, bit for
-    bit, when the true future is replaced by noise.
+    ``clips`` (B >= 2, 3, T, H, W) has the future's shape, is finite, and stays the same, bit
+    for bit, when the true future changes.
 
-    Returns those altered clips (context kept, future random), for the variant's own checks
-    that its training inputs do not move with the future while its targets do.
+    The true future changes for real: each clip's future frames are replaced by another
+    clip's (``with_other_futures``), and the check first asserts that this changes the
+    tokenizer oracle of every clip (what a model that saw the future would give). The context
+    goes to ``predict`` as a view of its whole clip, as the evaluator hands it, so the future
+    sits in the storage behind it; and the oracle, which is given the future, runs just
+    before each prediction. So a prediction that reads past the frames it is given (through
+    the view's base, a stride, or state kept from a call that saw the future) changes.
+
+    Catches: a model that sees the future (through the storage of its context, or through
+    something remembered from an ``oracle`` call that was given the future); a prediction
+    of the wrong shape or with non-finite values.
+
+    Returns the altered clips, for the variant's own checks that its training inputs do not
+    move with the future (``check_training_inputs_ignore_future``).
     """
-    context_frames = layout.context_frames
-    context, future = clips[:, :, :context_frames], clips[:, :, context_frames:]
-    prediction = experiment.predict(context, layout.future_frames)
-    assert prediction.shape == future.shape
+    context_frames, future_frames = layout.context_frames, layout.future_frames
+    altered = with_other_futures(clips, context_frames)
+    oracles, predictions = [], []
+    for video in (clips, altered):
+        context, future = video[:, :, :context_frames], video[:, :, context_frames:]
+        oracles.append(experiment.oracle(context, future))
+        predictions.append(experiment.predict(context, future_frames))
+    prediction = predictions[0]
+    assert prediction.shape == clips[:, :, context_frames:].shape
     assert torch.isfinite(prediction).all()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        altered = clips.clone()
-        altered[:, :, context_frames:] = torch.rand_like(future) * 2 - 1
-    assert torch.equal(experiment.predict(altered[:, :, :context_frames], layout.future_frames),
-                       prediction), "the prediction changed with the true future"
+    for b, (before, after) in enumerate(zip(*oracles, strict=True)):
+        assert not torch.equal(before, after), f"clip {b}: the new future left its oracle as it was"
+    assert torch.equal(predictions[1], prediction), "the prediction changed with the true future"
     return altered
+
+
+@contextlib.contextmanager
+def predictor_calls(predictor: nn.Module) -> Iterator[list[tuple[tuple, dict, torch.Tensor]]]:
+    """Records (args, kwargs, output) of every call of ``predictor`` inside the block."""
+    calls: list[tuple[tuple, dict, torch.Tensor]] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        calls.append((args, kwargs, output))
+
+    handle = predictor.register_forward_hook(record, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def check_prediction_uses_context(experiment: Any, layout: Any, clips: torch.Tensor) -> None:
+    """Gate check: the predictor's future logits depend on the context, each clip's on its own.
+
+    Two passes: every clip's logits in ``predict`` change when its context is swapped for
+    another clip's (end to end: the experiment feeds the context to the predictor), and the
+    gradient of clip 0's logits reaches clip 0's context codes and no other clip's (the
+    predictor itself uses the codes, not only a condition derived from the same frames, and
+    clips in a batch do not see each other). The logits are read, not the decoded frames:
+    those change with the context anyway, because the context codes are decoded with them.
+
+    Catches: a predictor that ignores its context (it predicts the same future for every
+    clip, or from the condition alone), an experiment that hands it something other than
+    the context, and clips of a batch mixing (a statistic pooled over the batch).
+    """
+    c, future_frames = layout.context_frames, layout.future_frames
+    with predictor_calls(experiment.predictor) as calls:
+        experiment.predict(clips[:, :, :c], future_frames)
+        experiment.predict(clips.roll(1, dims=0)[:, :, :c], future_frames)
+    assert len(calls) == 2, f"predict called the predictor {len(calls)} times per 2 predictions"
+    (args, kwargs, logits), (_, _, swapped) = calls
+    for b, (mine, other) in enumerate(zip(logits, swapped, strict=True)):
+        assert not torch.equal(mine, other), \
+            f"clip {b}: the predicted logits did not change when its context did"
+
+    context_codes = args[0].detach().clone().requires_grad_(True)
+    with eval_mode(experiment.predictor), torch.enable_grad():
+        clip0 = experiment.predictor(context_codes, *args[1:], **kwargs)[0].sum()
+        (grad,) = torch.autograd.grad(clip0, context_codes, allow_unused=True)
+    grad_per_clip = (torch.zeros(len(context_codes)) if grad is None
+                     else grad.flatten(1).abs().sum(1))
+    assert grad_per_clip[0] > 0, "the predictor's logits do not depend on the context codes"
+    assert torch.all(grad_per_clip[1:] == 0), "clip 0's logits depend on other clips' contexts"
+
+
+def check_training_inputs_ignore_future(
+    experiment: Any,
+    clips: torch.Tensor,
+    altered: torch.Tensor,
+    batch_of: Callable[[torch.Tensor], dict[str, Any]],
+) -> None:
+    """Gate check: in the training loss, what the predictor is given (context codes, any
+    condition) is the same for ``clips`` and for ``altered`` (the same contexts, other
+    futures: ``check_prediction_ignores_future`` returns them), while the loss itself moves
+    (its targets are the future). ``batch_of`` turns whole clips into a training batch the way
+    the variant's ``train_batches`` does.
+
+    Catches: context latents encoded from the whole clip (GroupNorm pools over time, so the
+    future leaks into them), motion features computed on the future frames: a predictor
+    trained to read the future that it will not have at evaluation.
+    """
+    inputs, losses = [], []
+    for video in (clips, altered):
+        with predictor_calls(experiment.predictor) as calls, torch.no_grad():
+            losses.append(experiment.loss(batch_of(video))[0])
+        assert len(calls) == 1, f"the loss called the predictor {len(calls)} times"
+        args, kwargs, _ = calls[0]
+        inputs.append([x for x in [*args, *kwargs.values()] if isinstance(x, torch.Tensor)])
+    assert not torch.equal(losses[0], losses[1]), "the training loss did not see the new future"
+    for before, after in zip(*inputs, strict=True):
+        assert torch.equal(before, after), "the predictor's training inputs moved with the future"
+
+
+def check_targets_are_future_latents(
+    experiment: Any,
+    layout: Any,
+    clips: torch.Tensor,
+    batch_of: Callable[[torch.Tensor], dict[str, Any]],
+) -> None:
+    """Gate check: the training targets are the future's latents, the whole clip's encoded
+    latent frames from Tc' on: exactly the (T - C) / 4 latent frames that stand for the future
+    frames (the causal encoder's latent frame t' covers frames 4t'-3 .. 4t').
+
+    How: the predictor is made to output those codes as logits (x20) inside the variant's own
+    training loss, on ``batch_of(clips)``; its bit accuracy must be exactly 1, which it is only
+    if the loss compares against those latent frames. Sanity first: the clips move, so the
+    future latent frames differ from the frames one earlier (a shift would show).
+
+    Catches: targets shifted by one latent frame (the last context latent frame taken as the
+    first future one), targets of another length.
+    """
+    t_ctx = layout.context_latent_frames
+    with torch.no_grad():
+        codes = experiment.tokenizer.encode(clips)[0]
+    future = codes[:, :, t_ctx:]
+    assert future.shape[2] == layout.future_frames // 4, "the latent grid is not the layout's"
+    assert not torch.equal(future, codes[:, :, t_ctx - 1 : -1]), \
+        "the clips do not move: targets shifted by a latent frame would look the same"
+
+    def true_future_logits(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        assert output.shape == future.shape, (
+            f"the loss asks for future logits {tuple(output.shape)}, the future's latents are "
+            f"{tuple(future.shape)}")
+        return 20.0 * future.to(output.dtype)
+
+    handle = experiment.predictor.register_forward_hook(true_future_logits)
+    try:
+        with torch.no_grad():
+            _, logs = experiment.loss(batch_of(clips))
+    finally:
+        handle.remove()
+    assert logs["bit_accuracy"] == 1.0, (
+        f"logits equal to the true future latents score bit accuracy {logs['bit_accuracy']}: "
+        "the targets are other latent frames")
 
 
 def check_training_steps(
@@ -152,6 +343,10 @@ def check_training_steps(
     place); over the steps the loss falls by 20 %; afterwards every trainable tensor has moved
     and every frozen weight and buffer is bit-identical. Returns the logs of each step, with
     the total as ``loss``.
+
+    Catches: a frozen part that trains (a gradient reaches it, or its weights or BatchNorm
+    statistics move), a trainable parameter cut off from the loss (no gradient, or it never
+    moves), and a loss that does not fall on a batch the model can fit.
     """
     trainable = {n: p for n, p in experiment.trainable.named_parameters() if p.requires_grad}
     trainable_before = {n: p.detach().clone() for n, p in trainable.items()}

@@ -297,6 +297,7 @@ def _train(
     checkpoints: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
     wall_start = time.perf_counter()
+    attention.forget_kernels_used()  # this run's, not an earlier one's in the same process
     threads = runtime.configure_threads(run.threads)
     device = runtime.select_device(run.device)
     precision = (runtime.rehearsal_precision if run.rehearse else runtime.select_precision)(

@@ -233,7 +233,9 @@ def compare_app() -> Any:
     return app
 
 
-def test_compare_json_matches_report(run_dir: Path, tmp_path: Path) -> None:
+def test_compare_json_matches_report(run_dir: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no config here: compare goes by the results, as below
     # A later gate-only run has no results: compare without --run skips it.
     gates_only = st.RunState(run_id="20260102-090000-2", preset="micro", started=2.0,
                              status="failed", command="test-all", jobs=[

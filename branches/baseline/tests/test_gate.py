@@ -1,21 +1,28 @@
-"""The baseline's four-test gate (micro preset, CPU, seconds)."""
+"""The baseline's gate (micro preset, CPU, seconds): the four tests of the contract, plus the
+predictor's use of its context and the alignment of its targets.
+
+Each test's docstring names the broken model it must catch; tests/test_gate_checks.py builds
+each of those and shows that the test's check fails on it.
+"""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from branches.baseline.config import baseline_config
-from branches.baseline.model import build_experiment
+from branches.baseline.tests.checks import (
+    check_parameter_counts_match_config,
+    check_training,
+    micro_experiment,
+)
 from shared.latent_experiment import LatentLayout
 from shared.testing import (
     check_prediction_ignores_future,
+    check_prediction_uses_context,
+    check_targets_are_future_latents,
     check_tokenizer_checkpoint_round_trip,
-    check_training_steps,
-    expected_predictor_parameters,
-    gate_inputs,
+    check_training_inputs_ignore_future,
     micro_clips,
-    micro_tokenizer,
 )
 
 
@@ -24,40 +31,49 @@ def config():
     return baseline_config("micro")
 
 
+@pytest.fixture(scope="module")
+def layout(config):
+    # From the config, not from the experiment: a wrong layout in the model is what is tested.
+    return LatentLayout(config.study.data.frames, config.study.data.context_frames)
+
+
 @pytest.fixture()
 def experiment(config, tmp_path):
-    tokenizer, train_set = gate_inputs(config.study, tmp_path)
-    return build_experiment(config, tokenizer=tokenizer, train_set=train_set,
-                            train_clips=config.study.train.train_clips, cache=None)
+    return micro_experiment(tmp_path, config)
 
 
-def test_tokenizer_loads_official_layout_and_reconstructs(config, tmp_path):
+def test_tokenizer_loads_official_layout_and_reconstructs(tmp_path):
+    """Catches: a loader that takes the official file's raw weights instead of its EMA ones."""
     check_tokenizer_checkpoint_round_trip(tmp_path)
 
 
 def test_parameter_counts_match_config(config, experiment):
-    expected_trainable = expected_predictor_parameters(config.study.predictor)
-    expected_frozen = sum(p.numel() for p in micro_tokenizer().parameters())
-    counts = experiment.parameter_counts()
-    assert counts == {"trainable": expected_trainable, "frozen": expected_frozen}
-    assert all(not p.requires_grad for p in experiment.tokenizer.parameters())
-    assert all(p.requires_grad for p in experiment.predictor.parameters())
+    """Catches: a parameter count that changed (a predictor a block deeper than the config)
+    and a frozen tokenizer left with requires_grad on."""
+    check_parameter_counts_match_config(experiment, config)
 
 
-def test_forward_shape_finite_and_no_leakage(config, experiment):
-    layout = LatentLayout(config.study.data.frames, config.study.data.context_frames)
-    clip = micro_clips(3)
-    altered = check_prediction_ignores_future(experiment, layout, clip)
-    # The true future must not reach the context latents the predictor is trained on
-    # (GroupNorm pools over the whole clip, so encoding the full clip would leak it).
-    original_targets = experiment.frozen_targets(clip)
-    altered_targets = experiment.frozen_targets(altered)
-    assert torch.equal(original_targets["context_codes"], altered_targets["context_codes"])
-    assert not torch.equal(original_targets["future_codes"], altered_targets["future_codes"])
+def test_forward_shape_finite_and_no_leakage(layout, experiment):
+    """Catches: a prediction that sees the future (the true future is changed, the prediction
+    must not); context latents for training encoded with the whole clip (GroupNorm pools over
+    time, so the future would leak into them)."""
+    clips = micro_clips(3)
+    altered = check_prediction_ignores_future(experiment, layout, clips)
+    check_training_inputs_ignore_future(experiment, clips, altered, experiment.frozen_targets)
+
+
+def test_prediction_uses_its_context(layout, experiment):
+    """Catches: a predictor that ignores its context."""
+    check_prediction_uses_context(experiment, layout, micro_clips(3))
+
+
+def test_targets_are_the_future_latents(layout, experiment):
+    """Catches: training targets shifted by one latent frame."""
+    check_targets_are_future_latents(experiment, layout, micro_clips(3),
+                                     experiment.frozen_targets)
 
 
 def test_training_step_updates_only_trainable_and_loss_falls(experiment):
-    batch = next(experiment.train_batches(torch.arange(8), 8))
-    optimizer = torch.optim.Adam(experiment.trainable.parameters(), lr=3e-3)
-    check_training_steps(experiment, batch, optimizer, steps=25,
-                         frozen={"tokenizer": experiment.tokenizer})
+    """Catches: a frozen part that trains (gradients reaching the tokenizer), a predictor
+    parameter cut off from the loss, a loss that does not fall on a fixed batch."""
+    check_training(experiment)
