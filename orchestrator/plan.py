@@ -132,12 +132,14 @@ class Measurement(Record):
 
     @property
     def evaluation_flops(self) -> float | None:
-        """FLOPs of the run's evaluations: each evaluated epoch's pass and the final one's,
-        per held-out clip as the rehearsal measured them, times the run's held-out clips."""
+        """FLOPs of the run's evaluations, per clip as the rehearsal measured them, times the
+        run's clips: each evaluated epoch's pass (validation clips), and at the end the model's
+        pass again and the final rows' (held-out clips; a rehearsal reuses its epoch pass for
+        the former and measures only the latter as ``final``)."""
         cost, run = self.evaluation, self.run
         if cost is None or cost.epoch is None or not run.eval_clips or not run.evaluations:
             return None
-        per_clip = (run.evaluations * cost.epoch.flops
+        per_clip = ((run.evaluations + 1) * cost.epoch.flops
                     + (cost.final.flops if cost.final else 0.0)) / cost.clips
         return per_clip * run.eval_clips
 

@@ -341,8 +341,11 @@ def _train(
                       precision=precision, log=log, step=(start_epoch - 1) * steps_per_epoch,
                       meter=meter)
     # Without a validator the held-out evaluator scores the epochs too, and the last epoch's
-    # row is reused as the final model row rather than predicted again.
-    epochs_scorer = validator or evaluator
+    # row is reused as the final model row rather than predicted again. So does a rehearsal:
+    # its numbers mean nothing, and the final model pass would only repeat the epoch pass it
+    # measures (the plan counts it once more for the run's final evaluation).
+    reuse_last_row = validator is None or run.rehearse
+    epochs_scorer = evaluator if reuse_last_row else validator
     model_row: dict[str, Any] | None = None
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
@@ -363,7 +366,7 @@ def _train(
 
     with inference.autocast(), meter.measure_evaluation("final"):
         final = evaluator.evaluate_all(experiment,
-                                       model_row=model_row if validator is None else None)
+                                       model_row=model_row if reuse_last_row else None)
         strip_path = evaluator.save_strip(experiment, run.output_dir / "frames.png")
     results = _results_record(
         experiment, config=config, run=run, run_config=run_config, device=device,

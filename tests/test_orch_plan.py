@@ -132,18 +132,19 @@ def test_the_plan_estimates_an_epoch_from_the_flops_and_the_real_runs_steps() ->
 
 def test_the_plan_estimates_the_runs_evaluations_from_their_flops_per_held_out_clip() -> None:
     """The rehearsal scored 1 clip: 3e12 FLOPs an evaluated epoch, 5e12 more for the final
-    rows. The run evaluates 10 times on 512 clips: (10 x 3e12 + 5e12) x 512 = 1.792e16."""
+    rows. The run evaluates 10 times on 512 clips, and the model once more at the end:
+    (11 x 3e12 + 5e12) x 512 = 1.9456e16."""
     shaped = rehearsed((1, 3000.0), (2, 4000.0)).model_copy(update={
         "run": RunShape(epochs=50, steps_per_epoch=625, eval_clips=512, evaluations=10),
         "evaluation": EvaluationCost(precision="bf16", every_epochs=5, clips=1,
                                      epoch=EvaluationPass(seconds=40.0, flops=3e12),
                                      final=EvaluationPass(seconds=70.0, flops=5e12))})
-    assert shaped.evaluation_flops == pytest.approx(1.792e16)
+    assert shaped.evaluation_flops == pytest.approx(1.9456e16)
     plan = build_plan("full", {"a": shaped, "old": rehearsed((1, 3000.0), (2, 4000.0))},
                       [Gpu(0, 81920, 81920)])
     a, old = plan.job("a"), plan.job("old")
     assert a is not None and old is not None
-    assert a.evaluation_hours() == pytest.approx(1.792e16 / 100e12 / 3600)
+    assert a.evaluation_hours() == pytest.approx(1.9456e16 / 100e12 / 3600)
     assert a.run_hours() == pytest.approx(50 * a.epoch_hours() + a.evaluation_hours())
     assert old.evaluation_hours() is None  # a rehearsal.json from before evaluations were measured
     console = Console(width=250, record=True)
@@ -372,10 +373,10 @@ def test_rehearsal_measures_each_job_alone_and_writes_the_plan(
     monkeypatch.setattr(Scheduler, "submit", recording_submit)
     trained = runner.invoke(app, ["train", "--json", "--plain"])  # follows the plan
     assert trained.exit_code == 0, trained.output
-    # With the plan's run time: 2 epochs of 4 steps of 8e9 FLOPs, evaluations (2 x 1e9 +
-    # 2e9) x 2 clips, at 100 TFLOP/s.
+    # With the plan's run time: 2 epochs of 4 steps of 8e9 FLOPs; evaluations (2 epochs + the
+    # final model pass) x 1e9 + 2e9 of final rows, on 2 clips; at 100 TFLOP/s.
     assert {name[:5]: r.work_s for name, r in submitted.items()} == pytest.approx(
-        {"alpha": (2 * 4 * 8e9 + 8e9) / 100e12, "beta": (2 * 4 * 8e9 + 8e9) / 100e12})
+        {"alpha": (2 * 4 * 8e9 + 10e9) / 100e12, "beta": (2 * 4 * 8e9 + 10e9) / 100e12})
     for job in json.loads(trained.stdout)["jobs"]:
         assert job["micro_batch"] == 2 and job["memory_basis"] == "plan"
         argv = results_of(job)["argv"]
