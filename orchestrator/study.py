@@ -24,7 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 BETTER = ("higher", "lower", "target")
-ROLES = ("floor", "ceiling")
+# floor: a model must beat it (flagged when it does not); ceiling: shown beside the model;
+# alternative: the same model predicting another way (e.g. another readout), shown beside it.
+ROLES = ("floor", "ceiling", "alternative")
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def study_problems(spec: StudySpec) -> Sequence[str]:
         problems.append("metrics: only one may rank (rank: true)")
     for r in spec.references:
         if r.role not in ROLES:
-            problems.append(f"reference {r.name!r}: role must be floor or ceiling, "
+            problems.append(f"reference {r.name!r}: role must be one of {', '.join(ROLES)}, "
                             f"got {r.role!r}")
         if r.name == "model":
             problems.append("reference 'model': the model's own row is not a reference")

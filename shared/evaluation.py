@@ -97,6 +97,8 @@ class Evaluator:
             for name, predict in REFERENCE_PREDICTORS.items()
         }
         rows["oracle"] = lambda context, future: experiment.oracle(context, future)
+        rows |= {name: lambda context, future, predict=predict: predict(context, future.shape[2])
+                 for name, predict in experiment.alternative_rows().items()}
         model = model_row if model_row is not None else self.evaluate_model(experiment)
         return {"model": model} | {name: self.score(predict, device, experiment.loader)
                                    for name, predict in rows.items()}

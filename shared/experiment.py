@@ -8,7 +8,7 @@ how the future is predicted from the context); ``shared.training`` trains it and
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -59,6 +59,12 @@ class Experiment(abc.ABC):
         """Optimizer groups; override to give parts of ``trainable`` their own learning rate
         (a ``lr_scale`` key multiplies the configured rate)."""
         return [{"params": [p for p in self.trainable.parameters() if p.requires_grad]}]
+
+    def alternative_rows(self) -> dict[str, Callable[[torch.Tensor, int], torch.Tensor]]:
+        """Rows scored beside the model at the end: the same model predicting another way
+        (name -> (context (B, 3, Tc, H, W), future frames) -> prediction), so a trade-off the
+        preset settled is on the page (e.g. the sign readout: sharper, lower PSNR)."""
+        return {}
 
     def epoch_metrics(self) -> dict[str, float]:
         """Extra held-out measurements recorded with each epoch (e.g. a trainable

@@ -22,7 +22,7 @@ every variant over the same frozen tokenizer reuses the same entries whatever it
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from shared.experiment import Experiment, index_batches
 from shared.latent_cache import ClipCache
 from shared.magvit import MagvitTokenizer
 from shared.magvit.lfq import codes_to_indices, indices_to_codes
+from shared.metrics import Predictor
 from shared.predictor import LatentPredictor, latent_loss
 from shared.presets import StudyConfig
 from shared.runtime import eval_mode
@@ -107,6 +108,7 @@ def predict_future(
     context_bcthw: torch.Tensor,
     future_frames: int,
     condition: torch.Tensor | None = None,
+    readout: str | None = None,
 ) -> torch.Tensor:
     """The prediction (B, 3, future_frames, H, W) from the context frames alone: their codes,
     the predictor's logits over the future latent grid, its ``readout`` (one or more code
@@ -114,7 +116,7 @@ def predict_future(
     context_codes = encode_context(tokenizer, context_bcthw)
     grid = (future_frames // 4, *context_codes.shape[3:])  # a later latent frame: 4 frames
     logits = predictor(context_codes, grid, condition).float()
-    draws_sbcthw = predictor.readout(logits)
+    draws_sbcthw = predictor.readout(logits, readout)
     # One draw at a time: memory stays that of a single prediction whatever the draw count.
     total = decode_future(tokenizer, context_codes, draws_sbcthw[0], future_frames)
     for codes in draws_sbcthw[1:]:
@@ -131,6 +133,19 @@ def oracle_future(
     context_codes = encode_context(tokenizer, context_bcthw)
     future_codes = encode_future_target(tokenizer, video, layout)
     return decode_future(tokenizer, context_codes, future_codes, future_bcthw.shape[2])
+
+
+# The row of the same model decoding its most likely code (shared.evaluation scores it beside
+# the model when the preset's readout is another): sharper frames, usually a lower PSNR.
+SIGN_READOUT_ROW = "model_sign"
+
+
+def sign_readout_row(predictor: LatentPredictor,
+                     predict: Callable[..., torch.Tensor]) -> dict[str, Predictor]:
+    """{SIGN_READOUT_ROW: the prediction with the sign readout} unless that is the readout."""
+    if predictor.config.readout == "sign":
+        return {}
+    return {SIGN_READOUT_ROW: lambda context, frames: predict(context, frames, readout="sign")}
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -281,11 +296,15 @@ class FrozenTokenizerExperiment(Experiment):
     # -- evaluation ---------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+    def predict(self, context_bcthw: torch.Tensor, future_frames: int,
+                readout: str | None = None) -> torch.Tensor:
         with eval_mode(self.predictor):
             condition = self.condition(context_bcthw).float() if self.condition else None
             return predict_future(self.tokenizer, self.predictor, context_bcthw,
-                                  future_frames, condition)
+                                  future_frames, condition, readout)
+
+    def alternative_rows(self) -> dict[str, Predictor]:
+        return sign_readout_row(self.predictor, self.predict)
 
     @torch.no_grad()
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:

@@ -348,8 +348,9 @@ class LatentPredictor(nn.Module):
         logits = self(context_codes_bcthw, future_grid, condition)
         return codes_from_logits(logits)
 
-    def readout(self, logits: torch.Tensor) -> torch.Tensor:
-        """What the decoder gets for ``logits`` (B, 18, Tf', H', W'), per ``config.readout``:
+    def readout(self, logits: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """What the decoder gets for ``logits`` (B, 18, Tf', H', W'), per ``config.readout``
+        (or ``mode``, one of the same names):
         codes (S, B, 18, Tf', H', W'), S >= 1 draws; the prediction is the mean of their
         decoded frames.
 
@@ -364,9 +365,10 @@ class LatentPredictor(nn.Module):
         so decoding it is not the expected frame. Averaging the decoded frames of drawn codes
         estimates that expectation with inputs the decoder knows.
         """
-        if self.config.readout == "sign":
+        mode = mode or self.config.readout
+        if mode == "sign":
             return codes_from_logits(logits)[None]
-        if self.config.readout == "mean":
+        if mode == "mean":
             mean = torch.tanh(logits) if self.config.loss == "mse" else torch.tanh(logits / 2)
             return mean[None]  # tanh(logits / 2) = 2 sigmoid(logits) - 1
         return sample_codes(logits, self.config.readout_samples, loss=self.config.loss)

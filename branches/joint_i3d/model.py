@@ -78,10 +78,11 @@ from shared.latent_experiment import (
     encode_future_target,
     oracle_future,
     predict_future,
+    sign_readout_row,
 )
 from shared.magvit import MagvitTokenizer
 from shared.magvit.objective import autoencoder_loss
-from shared.metrics import clip_metrics
+from shared.metrics import Predictor, clip_metrics
 from shared.motion.i3d import MIN_FRAMES, I3DFeatures, InceptionI3d
 from shared.motion.inputs import select_frames
 from shared.predictor import LatentPredictor, codes_from_logits, latent_loss
@@ -255,10 +256,14 @@ class JointI3DExperiment(Experiment):
     # -- evaluation ---------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict(self, context_bcthw: torch.Tensor, future_frames: int) -> torch.Tensor:
+    def predict(self, context_bcthw: torch.Tensor, future_frames: int,
+                readout: str | None = None) -> torch.Tensor:
         with eval_mode(self.trainable):
             return predict_future(self.tokenizer, self.predictor, context_bcthw,
-                                  future_frames, self.motion_tokens(context_bcthw))
+                                  future_frames, self.motion_tokens(context_bcthw), readout)
+
+    def alternative_rows(self) -> dict[str, Predictor]:
+        return sign_readout_row(self.predictor, self.predict)
 
     @torch.no_grad()
     def oracle(self, context_bcthw: torch.Tensor, future_bcthw: torch.Tensor) -> torch.Tensor:
