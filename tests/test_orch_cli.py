@@ -27,6 +27,13 @@ def test_help_lists_commands_and_exit_codes() -> None:
     assert "4 a gate failed" in result.stdout and "6 another run holds the lock" in result.stdout
 
 
+def test_version_is_the_installed_packages() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"orch {version('orch')}"
+
+
 def test_help_does_not_import_torch(git_repo: Path) -> None:
     code = ("import sys, runpy; sys.argv=['orch','--help']\n"
             "try:\n runpy.run_module('orchestrator.cli.main', run_name='__main__')\n"

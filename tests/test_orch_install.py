@@ -67,6 +67,8 @@ def test_orch_help_and_status_work_without_torch(orch_alone: Path, tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if k not in ("ORCH_HOME", "ORCH_CONFIG")}
     helped = _run([orch, "--help"], tmp_path, env)
     assert helped.returncode == 0 and "spawn" in helped.stdout and "compare" in helped.stdout
+    version = _run([orch, "--version"], tmp_path, env)
+    assert version.returncode == 0 and version.stdout.startswith("orch ")
     repo = tmp_path / "project"
     repo.mkdir()
     assert _run(["git", "init", "-q"], repo).returncode == 0

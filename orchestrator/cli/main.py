@@ -24,9 +24,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"orch {version('orch')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("orch (not installed: run `pip install -e .` in its repository)")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
+    show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version, help="Print orch's version.",
+    )] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", metavar="PATH", show_default=False,
         help="orch's config file, for a repo whose own config.yaml is something else "
