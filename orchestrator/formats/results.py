@@ -106,15 +106,6 @@ class Results(Record):
     def frozen(self) -> int | None:
         return self.parameters.frozen if self.parameters else None
 
-    @property
-    def references(self) -> dict[str, dict[str, float]]:
-        return {row: values for row, values in self.metrics.items() if row != MODEL_ROW}
-
-    def artifact(self, name: str) -> Path | None:
-        """Absolute path of an artifact (relative paths are relative to the job's output dir)."""
-        relative = self.artifacts.get(name)
-        return None if not relative else self._path.parent / relative
-
     def image_path(self, name: str) -> Path:
         return self._path.parent / self.images[name].path
 

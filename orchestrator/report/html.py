@@ -13,6 +13,7 @@ from orchestrator.report.build import Report, mean_curve
 from orchestrator.report.charts import PALETTE, REF_PALETTES, Series, svg_bars, svg_lines
 from orchestrator.report.markdown import (
     PAIRED_COLUMNS,
+    flagged,
     fmt,
     paired_rows,
     paired_sentence,
@@ -117,10 +118,6 @@ def _environment(env: dict[str, object]) -> str:
         or "-"
 
 
-def _flagged(note: str) -> bool:
-    return any(part.startswith("below ") for part in note.split("; "))
-
-
 def _data_uri(path: str) -> str | None:
     try:
         data = Path(path).read_bytes()
@@ -146,9 +143,9 @@ def render_html(report: Report) -> str:
              + "".join(f"<th>{_e(c)}</th>" for c in table_columns(report)) + "</tr>")
     for kind, cells in table_rows(report):
         note = cells[-1]
-        flagged = kind != "reference" and _flagged(note)
+        red = kind != "reference" and flagged(note)
         tds = "".join(f"<td>{_e(c)}</td>" for c in cells[:-1])
-        h.append(f'<tr class="{kind}">{tds}<td class="{"flag" if flagged else ""}">'
+        h.append(f'<tr class="{kind}">{tds}<td class="{"flag" if red else ""}">'
                  f"{_e(note)}</td></tr>")
     h.append("</table>")
     paired = paired_rows(report)

@@ -60,6 +60,11 @@ def flag_lines(report: Report) -> list[str]:
     return lines
 
 
+def flagged(note: str) -> bool:
+    """Whether a note cell says the row trails a floor (what every view marks in red)."""
+    return any(part.startswith("below ") for part in note.split("; "))
+
+
 def table_rows(report: Report) -> list[tuple[str, list[str]]]:
     """The comparison table as (kind, cells): kind is "variant", "seed" or "reference".
 

@@ -6,7 +6,13 @@ from rich import box
 from rich.table import Table
 
 from orchestrator.report.build import Report
-from orchestrator.report.markdown import PAIRED_COLUMNS, paired_rows, table_columns, table_rows
+from orchestrator.report.markdown import (
+    PAIRED_COLUMNS,
+    flagged,
+    paired_rows,
+    table_columns,
+    table_rows,
+)
 
 FAILED_NOTES = ("failed", "unreadable", "no results", "cancelled", "gate_failed")
 
@@ -22,19 +28,15 @@ def results_table(report: Report) -> Table:
     rows = table_rows(report)
     for i, (kind, cells) in enumerate(rows):
         note = cells[-1]
-        flagged = kind != "reference" and (_flagged(note) or note.startswith(FAILED_NOTES))
+        red = kind != "reference" and (flagged(note) or note.startswith(FAILED_NOTES))
         style = {"seed": "dim", "reference": "italic cyan"}.get(kind, "")
         if kind == "seed":
             cells = [cells[0], "  " + cells[1], *cells[2:]]
         cells = [c.replace(" ± ", "\n± ") for c in cells]  # narrower: interval below mean
         end = i + 1 < len(rows) and rows[i + 1][0] == "reference" and kind != "reference"
-        table.add_row(*cells[:-1], f"[bold red]{note}[/]" if flagged else note,
+        table.add_row(*cells[:-1], f"[bold red]{note}[/]" if red else note,
                       style=style, end_section=end)
     return table
-
-
-def _flagged(note: str) -> bool:
-    return any(part.startswith("below ") for part in note.split("; "))
 
 
 def paired_table(report: Report) -> Table | None:
