@@ -196,6 +196,11 @@ class Config:
     def enabled_variants(self) -> list[Variant]:
         return [v for v in self.variants if v.enabled]
 
+    def variant_folders(self) -> dict[str, str]:
+        """Variant -> its folder (relative to the repo root), as the report's code diff of
+        two variants in one commit wants them."""
+        return {v.name: v.folder for v in self.variants}
+
     def select(self, names: list[str] | None) -> list[Variant]:
         """The variants named (in the order given), or every enabled one."""
         if not names:

@@ -14,11 +14,13 @@ EXIT_GIT = 3  # branch, worktree or repository problem
 EXIT_GATE = 4  # a variant's gate failed
 EXIT_JOB = 5  # a training or shared job failed
 EXIT_LOCKED = 6  # another orch run holds the lock
+EXIT_NOT_RUNNING = 7  # `orch stop`: the run was not running, nothing was stopped
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 2 config/usage error, 3 git/worktree error, 4 a gate failed, "
-    "5 a job failed, 6 another run holds the lock, 130 interrupted."
+    "5 a job failed, 6 another run holds the lock, 7 nothing to stop (`orch stop`), "
+    "130 interrupted."
 )
 
 

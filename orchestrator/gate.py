@@ -6,12 +6,14 @@ writes, so `status` and the report can show which test failed and why.
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from orchestrator import phase_jobs
 from orchestrator.config import Config, Variant
 from orchestrator.executors import JobSpec
-from orchestrator.formats import GateResult, Outcome, TestOutcome
+from orchestrator.formats import GateResult, JobState, Outcome, RunState, Stage, TestOutcome
 from orchestrator.jobenv import job_env
 
 JUNIT_OUTCOMES: dict[str, Outcome] = {"failure": "failed", "error": "error", "skipped": "skipped"}
@@ -81,6 +83,21 @@ def gate_result(junit: Path, exit_code: int, seconds: float, log_path: Path) -> 
         why = why or f"exit {exit_code}"
         tests.append(TestOutcome("gate", "error", seconds, why))
     return GateResult(passed=passed, tests=tests, seconds=seconds, junit_path=str(junit))
+
+
+def record_result(run: RunState, spec: JobSpec, code: int, result: GateResult,
+                  jobs: list[JobState], final_stage: Stage) -> None:
+    """What a gate's end changes in the run: its row, and each of its variant's ``jobs``
+    goes on to ``final_stage`` if it passed, else ends as gate_failed with the reason."""
+    reason = failure_reason(result)
+    phase_jobs.gate_ended(run, spec.name, code, result, reason)
+    for j in jobs:
+        j.gate, j.pid = result, None
+        if result.passed:
+            j.stage = final_stage
+            j.finished = time.time() if final_stage.finished else None
+        else:
+            j.stage, j.finished, j.reason = Stage.gate_failed, time.time(), reason
 
 
 def failure_reason(result: GateResult) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from orchestrator.config import Config, Variant
 from orchestrator.formats import JobState, write_text_atomic
+from orchestrator.overrides import SET_FLAG
 
 PRESET_ENV = "ORCH_PRESET"
 THREADS_FILE_ENV = "ORCH_THREADS_FILE"
@@ -58,7 +59,8 @@ def train_argv(cfg: Config, job: JobState, variant: Variant, *, threads: int, de
                ) -> list[str]:
     """The command that runs ``job``: preset, output, seed, threads, device and micro-batch,
     the shared jobs' artifacts and the preset's inputs, then the preset's and the variant's
-    own arguments; in a rehearsal `--rehearse` and the stand-in inputs."""
+    own arguments and the command line's overrides (``--set KEY=VALUE``); in a rehearsal
+    `--rehearse` and the stand-in inputs."""
     out = Path(job.output_dir)
     preset = cfg.presets[job.preset]
     argv = [
@@ -81,4 +83,6 @@ def train_argv(cfg: Config, job: JobState, variant: Variant, *, threads: int, de
         argv += ["--data", str(cfg.file_path(preset.data))]
     if preset.tokenizer and "--tokenizer" not in argv:
         argv += ["--tokenizer", preset.tokenizer]
-    return [*argv, *preset.train_args, *variant.train_args_at(job.preset)]
+    # The command line's overrides last: they win over the config's own train arguments.
+    overrides = [a for key, value in job.overrides.items() for a in (SET_FLAG, f"{key}={value}")]
+    return [*argv, *preset.train_args, *variant.train_args_at(job.preset), *overrides]

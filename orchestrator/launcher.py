@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import gate as gates
+from orchestrator import phase_jobs as phases
 from orchestrator import shared_jobs
 from orchestrator import worktrees as wt
 from orchestrator.config import Config, Variant
@@ -26,7 +27,7 @@ from orchestrator.executors import Executor, JobHandle, JobSpec, LocalExecutor, 
 from orchestrator.failures import exit_reason, log_tail, out_of_memory
 from orchestrator.formats import StartEvent, read_events, write_text_atomic
 from orchestrator.jobenv import THREADS_FILE, StandIns, grant_threads, job_env, train_argv
-from orchestrator.lock import run_lock, stop_on_signals
+from orchestrator.lock import interrupt_reason, run_lock, stop_on_signals
 from orchestrator.plan import Plan, fold_run_peaks, load_plan
 from orchestrator.resume import resumable_run
 from orchestrator.scheduler import Scheduler
@@ -91,10 +92,12 @@ class Driver:
             self.on_update(self.run)
 
     def new_run(
-        self, command: str, preset: str, variants: list[Variant], seeds: int,
-        stage: Stage = Stage.pending,
+        self, command: str, preset: str, variants: list[Variant], seeds: int | list[int],
+        stage: Stage = Stage.pending, overrides: dict[str, str] | None = None,
     ) -> None:
-        """A run of each variant at each seed."""
+        """A run of each variant at each seed (a count: seeds 0..n-1), ``overrides`` of the
+        variants' configs passed to every training job."""
+        seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
         rid = new_run_id()
         self.run = RunState(
             run_id=rid, preset=preset, started=time.time(), orchestrator_pid=os.getpid(),
@@ -102,12 +105,13 @@ class Driver:
         )
         rdir = run_dir(self.home, rid)
         for v in variants:
-            for seed in range(seeds):
-                name = job_name(v.name, seed, seeds)
+            for seed in seed_list:
+                name = job_name(v.name, seed, len(seed_list))
                 self.run.jobs.append(JobState(
                     variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
                     stage=stage, worktree=str(self.cfg.worktree_path(v)),
                     output_dir=str(rdir / name), log_path=str(rdir / name / "train.log"),
+                    overrides=dict(overrides or {}),
                 ))
         save_run(self.home, self.run, latest=True)
 
@@ -151,11 +155,10 @@ class Driver:
         todo = {p.name: p for p in plans if not p.cached}
         # The variants wait on these: say so in the state, for the live view and `status`.
         self.run.shared_running = [p.job.name for p in todo.values()]
+        phases.plan_shared(self.run, plans)  # a row each in the live view, cached ones too
         self.save(now=True)
-        codes = self._run_shared(todo)
+        failures = [why for why in self._run_shared(todo).values() if why]
         self.run.shared_running = []
-        failures = [f for f in (shared_jobs.failure(p, codes[name]) for name, p in todo.items())
-                    if f]
         if failures:
             raise JobFailed("; ".join(failures))
         args: dict[str, list[str]] = {name: [] for name in wanted}
@@ -167,33 +170,37 @@ class Driver:
         self.save(now=True)
         return args
 
-    def _run_shared(self, todo: dict[str, shared_jobs.SharedPlan]) -> dict[str, int]:
+    def _run_shared(self, todo: dict[str, shared_jobs.SharedPlan]) -> dict[str, str]:
         """The shared jobs that are not cached, through the same CPU-slot queue as the
         trainings, in config order (put the longest first): as many at once as the cores hold
         at their thread share, the next one starting when one ends; once nothing waits, the
         cores they free go to the ones still running. (On a GPU machine they all use GPU 0
-        beside their threads.) Returns each job's exit code."""
+        beside their threads.) Returns why each job failed ("" for one that did not)."""
         cuda = "0" if self._gpus() else ""
         sched: Scheduler[str] = Scheduler([], self._cores())
         for name in todo:
             sched.submit(name, Request(gpus=0))
         sched.plan_threads()
-        codes: dict[str, int] = {}
+        failures: dict[str, str] = {}
 
         def start_ready() -> None:
             for name, a in sched.ready():
                 spec = shared_jobs.spec(self.cfg, todo[name], cuda, a.threads)
                 self.handles[name] = self.executor.submit(spec)
+                phases.started(self.run, spec, self.handles[name].pid)
+                self.save()
             if not cuda and self.executor.thread_grants:
                 for other, threads in sched.lend_idle_cores().items():
                     grant_threads(todo[other].threads_file, threads)
 
         def ended(name: str, code: int) -> None:
-            codes[name] = code
+            failures[name] = phases.shared_ended(self.run, todo[name], code)  # publishes it
             sched.release(name)
+            self.save()
 
-        self._run_jobs(start_ready, ended, lambda: bool(sched.queue))
-        return codes
+        with phases.closed_on_exit(self.run, "shared"):
+            self._run_jobs(start_ready, ended, lambda: bool(sched.queue))
+        return failures
 
     # --- gates
 
@@ -218,6 +225,7 @@ class Driver:
                     continue
                 handle = self.executor.submit(spec)
                 self.handles[key] = handle
+                phases.started(self.run, spec, handle.pid)
                 specs[key] = (name, spec, time.time())
                 for j in by_variant[name]:
                     j.stage, j.pid, j.started, j.reason = Stage.gating, handle.pid, time.time(), ""
@@ -225,20 +233,13 @@ class Driver:
 
         def ended(key: str, code: int) -> None:
             name, spec, t0 = specs.pop(key)
-            result = gates.gate_result(
-                spec.log_path.parent / "junit.xml", code, time.time() - t0, spec.log_path
-            )
-            for j in by_variant[name]:
-                j.gate, j.pid = result, None
-                if result.passed:
-                    j.stage = final_stage
-                    j.finished = time.time() if final_stage.finished else None
-                else:
-                    j.stage, j.finished = Stage.gate_failed, time.time()
-                    j.reason = gates.failure_reason(result)
+            result = gates.gate_result(spec.log_path.parent / "junit.xml", code,
+                                       time.time() - t0, spec.log_path)
+            gates.record_result(self.run, spec, code, result, by_variant[name], final_stage)
             self.save()
 
-        self._run_jobs(start_all, ended, lambda: False)
+        with phases.closed_on_exit(self.run, "gate"):
+            self._run_jobs(start_all, ended, lambda: False)
 
     # --- training
 
@@ -396,8 +397,8 @@ class Driver:
         try:
             with stop_on_signals():
                 yield
-        except KeyboardInterrupt:
-            self.abort(Stage.cancelled, "interrupted (Ctrl-C)", RunStatus.cancelled)
+        except KeyboardInterrupt as e:
+            self.abort(Stage.cancelled, interrupt_reason(e), RunStatus.cancelled)
             raise Interrupted(
                 f"interrupted: jobs stopped and marked cancelled; worktrees and outputs kept "
                 f"in {run_dir(self.home, self.run.run_id)}; continue with `orch train --resume`"
@@ -432,17 +433,19 @@ def train(
     home: Path,
     variants: list[Variant],
     preset: str,
-    seeds: int = 1,
+    seeds: int | list[int] = 1,
     resume: bool = False,
     spawn: bool = False,
     command: str = "train",
     on_update: OnUpdate | None = None,
     gpus: list[Gpu] | None = None,
     executor: Executor | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> RunState:
     """Shared jobs, gates, then training jobs: the work of `orch train` and `orch run`.
-    `executor` says where the jobs run (default: subprocesses on this machine)."""
-    if seeds < 1:
+    `executor` says where the jobs run (default: subprocesses on this machine); ``seeds`` a
+    count or the seeds themselves; ``overrides`` reach every training job's config."""
+    if (seeds < 1) if isinstance(seeds, int) else not seeds:
         raise UsageError("--seeds must be at least 1")
     with run_lock(home):
         d = Driver(cfg, home, on_update, executor=executor or LocalExecutor(), gpus=gpus)
@@ -454,7 +457,7 @@ def train(
             d.adopt(resumable_run(cfg, home, variants))
         else:
             d.new_run(command, preset, variants, seeds,
-                      Stage.spawned if spawn else Stage.pending)
+                      Stage.spawned if spawn else Stage.pending, overrides)
         d.plan = load_plan(home, d.run.preset, "cuda" if d._gpus() else "cpu")
         with d.guarded():
             extra = d.shared(d.run.preset)
@@ -472,16 +475,18 @@ def run_all(
     home: Path,
     variants: list[Variant],
     preset: str,
-    seeds: int = 1,
+    seeds: int | list[int] = 1,
     on_update: OnUpdate | None = None,
     executor: Executor | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[RunState, Path | None]:
     """`orch run`: spawn, shared jobs, gates, training, then the comparison report (also when
     some jobs failed: the report shows failures). Returns the run and report.md's path."""
     from orchestrator.report import build_report, write_report
 
     run = train(cfg, home, variants, preset, seeds=seeds, spawn=True, command="run",
-                on_update=on_update, executor=executor)
+                on_update=on_update, executor=executor, overrides=overrides)
     rdir = run_dir(home, run.run_id)
-    report = write_report(build_report(rdir, cfg.study.spec() if cfg.study else None), rdir)
+    report = write_report(build_report(rdir, cfg.study.spec() if cfg.study else None,
+                                       folders=cfg.variant_folders()), rdir)
     return run, report.markdown_path

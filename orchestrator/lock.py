@@ -39,12 +39,22 @@ def run_lock(home: Path) -> Iterator[None]:
         f.close()
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (`orch stop`, or a kill): handled as Ctrl-C, recorded as what it was."""
+
+
+def interrupt_reason(error: BaseException) -> str:
+    """What a run's unfinished jobs record when ``error`` (a KeyboardInterrupt) ended it."""
+    return ("stopped (`orch stop` or SIGTERM)" if isinstance(error, Stopped)
+            else "interrupted (Ctrl-C)")
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C, and Ctrl-C works even if the parent ignored SIGINT."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise Stopped
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)

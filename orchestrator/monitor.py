@@ -1,10 +1,12 @@
 """The live view of a run's jobs: a pure render function and a short polling loop.
 
-- ``render_jobs(jobs, progress, logs)`` builds the table from data alone (tested on its own).
+- ``render_jobs(jobs, progress, logs)`` builds the table from data alone (tested on its own);
+  the shared jobs' and gates' rows come first (``phase_view``).
 - ``JobFeed`` follows one job's events.jsonl (incrementally, see ``EventTail``) and the last
-  line of its log; ``LiveView`` keeps a feed per job and redraws on ``update(run)``, so the
-  launcher can drive it from its own loop. Without a terminal it prints one plain line per
-  change of stage or epoch instead (throttled), which is what CI logs want.
+  line of its log; ``LiveView`` keeps a feed per job, shared job and gate, and redraws on
+  ``update(run)``, so the launcher can drive it from its own loop. Without a terminal it
+  prints one plain line per change of stage or epoch (a shared job's step) instead
+  (throttled), which is what CI logs want.
 - ``watch(path)`` is the loop of ``orch monitor``: reload the state file when it changes,
   poll the feeds, redraw, stop when the run is over. Ctrl-C only detaches; the jobs belong
   to the orchestrator process and keep running.
@@ -14,7 +16,6 @@ Cost per poll is a few ``stat`` calls plus whatever bytes were appended since th
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -27,50 +28,29 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator import phase_view
 from orchestrator import state as st
 from orchestrator.errors import UsageError
 from orchestrator.formats import EventTail, warn_corrupt
 from orchestrator.progress import JobProgress
-from orchestrator.ui import STAGE_STYLE, elapsed, fmt_duration, fmt_memory, gate_summary
+from orchestrator.ui import SPARK as SPARK  # re-exported: the cells live in ui
+from orchestrator.ui import (
+    STAGE_STYLE,
+    bar,
+    elapsed,
+    fmt_duration,
+    fmt_loss,
+    fmt_memory,
+    gate_summary,
+    log_line,
+    loss_cell,
+)
+from orchestrator.ui import sparkline as sparkline
 
-SPARK = "▁▂▃▄▅▆▇█"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 # ---------------------------------------------------------------------------- formatting
-
-
-def sparkline(values: Sequence[float], width: int = 12) -> str:
-    """The last ``width`` values as block characters scaled between their min and max."""
-    recent = list(values)[-width:]
-    finite = [v for v in recent if math.isfinite(v)]
-    if not finite:
-        return ""
-    lo, hi = min(finite), max(finite)
-    span = hi - lo
-    out = []
-    for v in recent:
-        if not math.isfinite(v):
-            out.append(" ")
-        elif span <= 0:
-            out.append(SPARK[3])
-        else:
-            out.append(SPARK[min(7, int((v - lo) / span * 7 + 0.5))])
-    return "".join(out)
-
-
-def bar(fraction: float, width: int = 14) -> str:
-    fraction = min(1.0, max(0.0, fraction))
-    full = int(fraction * width + 1e-9)
-    return "█" * full + "░" * (width - full)
-
-
-def fmt_loss(loss: float | None) -> str:
-    if loss is None:
-        return "-"
-    if not math.isfinite(loss):
-        return "nan"
-    return f"{loss:.4f}" if 1e-3 <= abs(loss) < 1e4 else f"{loss:.2e}"
 
 
 def code_label(job: st.JobState) -> str:
@@ -115,12 +95,6 @@ def _progress_cell(job: st.JobState, p: JobProgress | None, now: float) -> Text:
     return text
 
 
-def _loss_cell(p: JobProgress | None) -> Text:
-    if p is None or p.loss is None:
-        return Text("-")
-    return Text(f"{fmt_loss(p.loss)}\n") + Text(sparkline(p.losses), style="cyan")
-
-
 def _reason(job: st.JobState, p: JobProgress | None) -> str:
     reason = job.reason
     if p is not None and p.error is not None and p.error.message not in reason:
@@ -132,8 +106,9 @@ def _reason(job: st.JobState, p: JobProgress | None) -> str:
 
 def render_jobs(jobs: Sequence[st.JobState], progress: Mapping[str, JobProgress],
                 logs: Mapping[str, str] | None = None, *, now: float | None = None,
-                ) -> RenderableType:
+                phase_jobs: Sequence[st.PhaseJob] = ()) -> RenderableType:
     """The jobs table plus their last log lines; failures first and in red, with reasons.
+    The shared jobs' and gates' rows (``phase_jobs``) come first, as they run first.
 
     ``progress`` and ``logs`` are keyed by job name; missing entries render as empty cells.
     """
@@ -143,15 +118,17 @@ def render_jobs(jobs: Sequence[st.JobState], progress: Mapping[str, JobProgress]
     for name in ("job", "stage", "device", "progress", "loss", "samples/s", "mem", "time"):
         left = name in ("job", "stage", "device", "progress")
         table.add_column(name, justify="left" if left else "right", no_wrap=True)
-    failures: list[Text] = []
-    tails: list[Text] = []
-    width = max((len(job.name) for job in jobs), default=0)
+    width = max((len(name) for name in [*(row.name for row in phase_jobs),
+                                        *(job.name for job in jobs)]), default=0)
+    failures, tails = phase_view.add_rows(table, phase_jobs, progress, logs, now=now,
+                                          width=width)
     for job in jobs:
         p = progress.get(job.name)
         device = job.device or (p.start.device if p and p.start and p.start.device else "-")
         job_cell = Text(job.name, style="bold") + Text(f"\n{code_label(job)}", style="dim")
         table.add_row(
-            job_cell, _stage_text(job), device, _progress_cell(job, p, now), _loss_cell(p),
+            job_cell, _stage_text(job), device, _progress_cell(job, p, now),
+            loss_cell(p.loss, p.losses) if p else loss_cell(None, ()),
             f"{p.samples_per_s:.1f}" if p and p.samples_per_s is not None else "-",
             fmt_memory(p.memory_mb if p else None), elapsed(job, now) or "-",
         )
@@ -160,7 +137,7 @@ def render_jobs(jobs: Sequence[st.JobState], progress: Mapping[str, JobProgress]
             failures.append(Text(f"✗ {job.name} {job.stage.value}: {_reason(job, p)}",
                                  style="bold red"))
             if log:
-                failures.append(_log_line(job.name, log, width))
+                failures.append(log_line(job.name, log, width))
         elif p is not None and p.error is not None and not job.stage.finished:
             # The job reported its error; the launcher has not reaped it yet. Say so now.
             failures.append(Text(f"✗ {job.name} error ({p.error.kind}): {p.error.message}",
@@ -168,15 +145,9 @@ def render_jobs(jobs: Sequence[st.JobState], progress: Mapping[str, JobProgress]
         elif job.stage == st.Stage.cancelled and job.reason:
             failures.append(Text(f"- {job.name} cancelled: {job.reason}", style="magenta"))
         elif log and not job.stage.finished:
-            tails.append(_log_line(job.name, log, width))
+            tails.append(log_line(job.name, log, width))
     notes = failures + tails
     return Group(table, *notes) if notes else table
-
-
-def _log_line(name: str, log: str, width: int) -> Text:
-    line = Text(f"  {name:<{width}} │ ", style="dim") + Text(log)
-    line.no_wrap, line.overflow = True, "ellipsis"
-    return line
 
 
 def render_run(run: st.RunState, progress: Mapping[str, JobProgress] | None = None,
@@ -192,10 +163,12 @@ def render_run(run: st.RunState, progress: Mapping[str, JobProgress] | None = No
     status_style = {"running": "yellow", "done": "green"}.get(run.status, "red")
     header = Text.assemble(("run ", "bold"), (run.run_id, "bold"), f"  preset {run.preset}  ",
                            (run.status, status_style), f"  {fmt_duration(span)}  {tally}")
-    if run.shared_running:
+    if run.shared_running and not any(row.phase == "shared" for row in run.phase_jobs):
+        # A state written before shared jobs had rows of their own: name them at least.
         header.append(f"\nshared jobs running (the variants wait for them): "
                       f"{', '.join(run.shared_running)}", style="yellow")
-    return Group(header, render_jobs(run.jobs, progress or {}, logs, now=now))
+    return Group(header, render_jobs(run.jobs, progress or {}, logs, now=now,
+                                     phase_jobs=run.phase_jobs))
 
 
 # ---------------------------------------------------------------------------- following files
@@ -234,9 +207,10 @@ class LogTail:
 
 
 class JobFeed:
-    """What the monitor follows for one job: its events and its log's last line."""
+    """What the monitor follows for one job, shared job or gate: its events and its log's
+    last line."""
 
-    def __init__(self, job: st.JobState) -> None:
+    def __init__(self, job: st.JobState | st.PhaseJob) -> None:
         self.output_dir = job.output_dir
         self.progress = JobProgress()
         self.events = EventTail(job.events_path) if job.output_dir else None
@@ -263,7 +237,7 @@ class JobFeed:
 @dataclass
 class _Seen:
     stage: str
-    epoch: int | None
+    mark: int | None  # a job's epoch, a shared job's step
     printed: float
 
 
@@ -297,8 +271,9 @@ class LiveView:
             self._live = None
 
     def poll(self, run: st.RunState) -> None:
-        """Read what each job appended since the last poll."""
-        for job in run.jobs:
+        """Read what each job, shared job and gate appended since the last poll."""
+        followed: list[st.PhaseJob | st.JobState] = [*run.phase_jobs, *run.jobs]
+        for job in followed:
             feed = self.feeds.get(job.name)
             if feed is None or feed.output_dir != job.output_dir:
                 feed = self.feeds[job.name] = JobFeed(job)
@@ -327,18 +302,29 @@ class LiveView:
         """The lines worth printing since the last call (and remembers them as printed)."""
         now = time.time() if now is None else now
         out = []
+        for row in run.phase_jobs:
+            p = self._progress_of(row.name)
+            if self._due(row.name, row.stage.value, p.step if p else None, now):
+                out.append(phase_view.plain_line(row, p, now=now))
         for job in run.jobs:
-            p = self.feeds[job.name].progress if job.name in self.feeds else None
-            seen = self._seen.get(job.name)
-            epoch = p.epoch if p else None
-            stage_changed = seen is None or seen.stage != job.stage.value
-            epoch_due = (seen is not None and epoch != seen.epoch
-                         and now - seen.printed >= self.plain_interval)
-            if not (stage_changed or epoch_due):
-                continue
-            self._seen[job.name] = _Seen(job.stage.value, epoch, now)
-            out.append(plain_line(job, p, now=now))
+            p = self._progress_of(job.name)
+            if self._due(job.name, job.stage.value, p.epoch if p else None, now):
+                out.append(plain_line(job, p, now=now))
         return out
+
+    def _progress_of(self, name: str) -> JobProgress | None:
+        return self.feeds[name].progress if name in self.feeds else None
+
+    def _due(self, name: str, stage: str, mark: int | None, now: float) -> bool:
+        """Whether a line is due for ``name`` (and then remembers it as printed): its stage
+        changed, or its epoch (step) did at least ``plain_interval`` after the last line."""
+        seen = self._seen.get(name)
+        stage_changed = seen is None or seen.stage != stage
+        mark_due = (seen is not None and mark != seen.mark
+                    and now - seen.printed >= self.plain_interval)
+        if stage_changed or mark_due:
+            self._seen[name] = _Seen(stage, mark, now)
+        return stage_changed or mark_due
 
 
 def plain_line(job: st.JobState, p: JobProgress | None, *, now: float) -> str:

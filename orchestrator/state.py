@@ -33,6 +33,7 @@ from orchestrator.formats import (
     GateResult,
     JobState,
     Outcome,
+    PhaseJob,
     RunState,
     RunStatus,
     Stage,
@@ -45,8 +46,8 @@ from orchestrator.formats import (
 )
 
 __all__ = [
-    "FINISHED_STAGES", "GateResult", "JobState", "Outcome", "RunState", "RunStatus", "Stage",
-    "TestOutcome", "run_to_dict",
+    "FINISHED_STAGES", "GateResult", "JobState", "Outcome", "PhaseJob", "RunState", "RunStatus",
+    "Stage", "TestOutcome", "run_to_dict",
 ]
 
 HOME_ENV = "ORCH_HOME"
@@ -213,4 +214,9 @@ def refresh_liveness(run: RunState) -> RunState:
         else:
             job = replace(job, stage=Stage.failed, reason="orchestrator died")
         jobs.append(job)
-    return replace(run, jobs=jobs, status=RunStatus.running if orch_alive else RunStatus.died)
+    # With its orchestrator gone, nothing will record a shared job's or gate's end.
+    phase_jobs = [p if p.stage.finished or orch_alive
+                  else replace(p, stage=Stage.failed, reason="orchestrator died")
+                  for p in run.phase_jobs]
+    return replace(run, jobs=jobs, phase_jobs=phase_jobs,
+                   status=RunStatus.running if orch_alive else RunStatus.died)

@@ -15,12 +15,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.formats import GateResult, JobState, RunState, Stage
 
 if TYPE_CHECKING:
+    from orchestrator.dryrun import DryRun
     from orchestrator.plan import Plan
+    from orchestrator.report.pairs import PairDiff
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -54,8 +58,16 @@ def write_json(data: Any) -> None:
     out.file.flush()
 
 
+def write_raw(text: str) -> None:
+    """Text exactly as it is (a job's log): no markup, no wrapping, flushed at once."""
+    out.file.write(text)
+    out.file.flush()
+
+
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    # The message is text, not markup: `pip install 'orch[ray]'` must keep its brackets.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True,
+              highlight=False)
 
 
 def warn(message: str) -> None:
@@ -63,7 +75,8 @@ def warn(message: str) -> None:
     if message in _warned:
         return
     _warned.add(message)
-    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, markup=True,
+              highlight=False)
 
 
 class _WarningLines(logging.Handler):
@@ -177,6 +190,58 @@ def fmt_memory(mb: float | None) -> str:
     return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
+# ---------------------------------------------------------------------------- live view cells
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int = 12) -> str:
+    """The last ``width`` values as block characters scaled between their min and max."""
+    recent = list(values)[-width:]
+    finite = [v for v in recent if math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    out = []
+    for v in recent:
+        if not math.isfinite(v):
+            out.append(" ")
+        elif span <= 0:
+            out.append(SPARK[3])
+        else:
+            out.append(SPARK[min(7, int((v - lo) / span * 7 + 0.5))])
+    return "".join(out)
+
+
+def bar(fraction: float, width: int = 14) -> str:
+    fraction = min(1.0, max(0.0, fraction))
+    full = int(fraction * width + 1e-9)
+    return "█" * full + "░" * (width - full)
+
+
+def fmt_loss(loss: float | None) -> str:
+    if loss is None:
+        return "-"
+    if not math.isfinite(loss):
+        return "nan"
+    return f"{loss:.4f}" if 1e-3 <= abs(loss) < 1e4 else f"{loss:.2e}"
+
+
+def loss_cell(loss: float | None, recent: Sequence[float]) -> Text:
+    """The latest loss above a sparkline of the recent ones."""
+    if loss is None:
+        return Text("-")
+    return Text(f"{fmt_loss(loss)}\n") + Text(sparkline(recent), style="cyan")
+
+
+def log_line(name: str, log: str, width: int) -> Text:
+    """A job's last log line under the table, cut to the terminal's width."""
+    line = Text(f"  {name:<{width}} │ ", style="dim") + Text(log)
+    line.no_wrap, line.overflow = True, "ellipsis"
+    return line
+
+
 def _fmt_hours(hours: float | None) -> str:
     if hours is None:
         return "-"
@@ -208,3 +273,124 @@ def plan_table(plan: Plan) -> Table:
                   _fmt_hours(j.run_hours()), ",".join(map(str, j.gpus)) or "-",
                   j.note if j.fits else f"[red]fits no GPU: {j.note}[/]")
     return t
+
+
+def dry_run_view(plan: DryRun) -> RenderableType:
+    """`--dry-run`: the shared jobs (cached or to run), the gates, then per job its device,
+    memory, micro-batch, resume point and the exact command."""
+    import shlex
+
+    from rich.console import Group
+
+    what = f"resume run {plan.run_id}" if plan.run_id else f"a new `orch {plan.command}`"
+    memory_from = f"rehearsal plan ({plan.plan})" if plan.plan else "config estimates"
+    parts: list[RenderableType] = [
+        f"[bold]dry run[/]: {what}, preset {plan.preset}; memory from the {memory_from}; "
+        "nothing was started"]
+    shared = Table(title="shared jobs", show_edge=False, header_style="bold", title_justify="left")
+    for c in ("job", "artifact", "state"):
+        shared.add_column(c)
+    for s in plan.shared:
+        state = "[green]cached[/]" if s.cached else "[yellow]would run[/]"
+        shared.add_row(s.name, s.artifact, state)
+    if plan.shared:
+        parts.append(shared)
+    parts.append("gates to run: " + (", ".join(plan.gates) or "none (passed already)"))
+    jobs = Table(title="training jobs", show_edge=False, header_style="bold",
+                 title_justify="left")
+    for c in ("job", "device", "threads", "memory", "micro-batch", "worktree", "resume"):
+        jobs.add_column(c)
+    for j in plan.jobs:
+        memory = f"{fmt_memory(j.memory_mb)} ({j.memory_basis})" if j.memory_mb else "-"
+        worktree = "ready" if j.worktree_ready else (
+            "created by run" if plan.command == "run" else "[red]missing: orch spawn[/]")
+        jobs.add_row(j.name, j.device, str(j.threads), memory,
+                     str(j.micro_batch) if j.micro_batch else "whole batch", worktree,
+                     j.resume or "-")
+    parts.append(jobs)
+    parts += [f"[bold]{j.name}[/]: {shlex.join(j.command)}" for j in plan.jobs]
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------------------- orch diff
+
+PATCH_STYLES = {"meta": "bold", "hunk": "cyan", "add": "green", "del": "red"}
+
+
+def patch_text(patch: str) -> Text:
+    """A unified diff, its added lines green, removed red, hunk headers cyan."""
+    from orchestrator.report.code import patch_lines
+
+    text = Text()
+    for kind, line in patch_lines(patch):
+        text.append(line + "\n", style=PATCH_STYLES.get(kind, ""))
+    return text
+
+
+def _plain_table(columns: Sequence[str], rows: Iterable[Sequence[str]],
+                 right: Sequence[str] = ()) -> Table:
+    """A table whose cells are shown as written (a file name may hold "[")."""
+    t = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, justify="right" if c in right else "left")
+    for r in rows:
+        t.add_row(*(Text(c) for c in r))
+    return t
+
+
+def pair_view(pair: PairDiff, *, patch: bool = True) -> list[RenderableType]:
+    """What `orch diff` prints: which code each side ran and the notes, the files, the
+    params and the metrics tables, then (with ``patch``) the diffs themselves."""
+    from orchestrator.report.pairs import (
+        FILE_COLUMNS,
+        code_line,
+        file_cells,
+        metric_cells,
+        metric_columns,
+        side_line,
+    )
+    from orchestrator.report.params import summary_sentence, table_cells
+
+    parts: list[RenderableType] = [Text(pair.title, style="bold"), Text(side_line(pair.a)),
+                                   Text(side_line(pair.b))]
+    parts += [Text.assemble(("note: ", "yellow"), note) for note in pair.notes]
+    codes = [(code, what) for code, what in ((pair.code, "commits"),
+                                             (pair.folders, "variant folders")) if code]
+    for code, what in codes:
+        parts.append(Text(code_line(code, what), style="red" if code.error else ""))
+        if code.files:
+            parts.append(_plain_table(FILE_COLUMNS, file_cells(code), right=("+", "-")))
+    if pair.params.columns:
+        parts.append(Text(summary_sentence(pair.params, "both")))
+        if pair.params.rows:
+            parts.append(_plain_table(("key", *pair.params.columns), table_cells(pair.params)))
+    if pair.metrics:
+        columns = metric_columns(pair)
+        parts.append(_plain_table(columns, metric_cells(pair), right=columns[1:5]))
+    if patch:
+        from rich.rule import Rule
+
+        for code, what in codes:
+            if code.patch:
+                parts += [Rule(f"diff of the {what}"), patch_text(code.patch)]
+        for job, text in pair.uncommitted.items():
+            parts += [Rule(f"uncommitted changes {job} ran with"), patch_text(text)]
+    return parts
+
+
+def page(parts: Sequence[RenderableType], *, pager: bool = True) -> None:
+    """Print ``parts``; through the pager, colours kept, when ``pager`` and stdout is a
+    terminal. Long diff lines are never cut: a pager scrolls sideways."""
+    import os
+
+    def show() -> None:
+        for part in parts:
+            out.print(part, soft_wrap=isinstance(part, Text))
+
+    if not (pager and out.is_terminal):
+        show()
+        return
+    # As git does: less passes the colours through, and quits when all fits one screen.
+    os.environ.setdefault("LESS", "FRX")
+    with out.pager(styles=True):
+        show()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up: a virtual environment in .venv (unless one is active), the CPU
 # build of torch where no NVIDIA GPU is present (so pip never resolves a multi-GB CUDA build),
-# then orch in editable mode with the study's packages, its dev tools and the ray extra.
+# then orch in editable mode with the study's packages, its dev tools, and the ray and export
+# extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ if ! python -c "import torch" 2>/dev/null; then
         python -m pip install --quiet "torch==2.13.0"
     fi
 fi
-# orch itself (editable), the study's packages, the dev tools and ray (the Ray backend's
-# tests; ~240 MB) unless ORCH_SETUP_EXTRAS says otherwise.
-python -m pip install --quiet -e ".[${ORCH_SETUP_EXTRAS:-study,dev,ray}]"
+# orch itself (editable), the study's packages, the dev tools, ray (the Ray backend's
+# tests; ~240 MB) and export (orch export's tests: tensorboard, mlflow-skinny; ~180 MB more)
+# unless ORCH_SETUP_EXTRAS says otherwise.
+python -m pip install --quiet -e ".[${ORCH_SETUP_EXTRAS:-study,dev,ray,export}]"
 touch "$stamp"

@@ -3,6 +3,7 @@
     python -m branches.<variant>.train --preset {micro,tiny,full} --output DIR
            [--resume] [--seed N] [--data FILE.npy] [--tokenizer CKPT] [--motion CKPT]
            [--threads N] [--device DEV] [--micro-batch N] [--rehearse]
+           [--set KEY=VALUE ...]
 
 The options are checked before anything heavy loads: a bad ``--micro-batch`` or a
 ``--device`` that does not exist costs no tokenizer download.
@@ -14,13 +15,14 @@ import argparse
 import hashlib
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset
 
+from orchestrator.overrides import SET_FLAG, OverrideError, apply_overrides, parse_overrides
 from shared.data import TrajectoryConfig, TrajectoryVideos, VideoFileDataset
 from shared.errors import CheckpointError, ConfigError
 from shared.evaluation import Evaluator
@@ -31,6 +33,8 @@ from shared.presets import STUDY_PRESETS, StudyConfig
 from shared.provenance import checkpoint_record, code_digest
 from shared.runtime import seed_everything, select_device
 from shared.training import Experiment, RunSpec, train
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +51,16 @@ class TrainArgs:
     micro_batch: int | None = None
     rehearse: bool = False
     eval_data: Path | None = None  # the held-out clips from this file instead
+    overrides: dict[str, str] = field(default_factory=dict)  # --set: dotted key -> text
+
+    def configure(self, config: C) -> C:
+        """The variant's config with the ``--set`` overrides applied, each typed like the
+        field it replaces; a key the config lacks stops the run here, before anything
+        loads, naming the nearest keys (exit code 2)."""
+        try:
+            return apply_overrides(config, self.overrides)[0]
+        except OverrideError as e:
+            raise ConfigError(str(e)) from None
 
     def run_spec(self, variant: str) -> RunSpec:
         return RunSpec(variant=variant, preset=self.preset, seed=self.seed,
@@ -99,7 +113,14 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
                         help="one step at each of two micro-batch sizes (1 and 2 clips) at the "
                         "preset's true shapes, then rehearsal.json with each step's peak memory, "
                         "FLOPs and time")
+    parser.add_argument(SET_FLAG, action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the variant's config, by its dotted name "
+                        "(e.g. study.train.lr=3e-4); repeatable")
     ns = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(ns.set)
+    except OverrideError as e:
+        raise ConfigError(str(e)) from None
     if ns.seed < 0:
         raise ConfigError(f"--seed must be non-negative, got {ns.seed}")
     if ns.micro_batch is not None and ns.micro_batch < 1:
@@ -112,7 +133,7 @@ def parse_train_args(argv: list[str] | None, *, variant: str, description: str) 
     return TrainArgs(preset=ns.preset, output=ns.output, resume=ns.resume, seed=ns.seed,
                      data=ns.data, tokenizer=ns.tokenizer, motion=ns.motion,
                      threads=ns.threads, device=ns.device, micro_batch=ns.micro_batch,
-                     rehearse=ns.rehearse, eval_data=ns.eval_data)
+                     rehearse=ns.rehearse, eval_data=ns.eval_data, overrides=overrides)
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,13 @@ def load_study_tokenizer(study: StudyConfig, source: str | None) -> MagvitTokeni
             "--tokenizer DIR/tokenizer.ckpt (orch train does this for you)"
         )
     return load_tokenizer(source)
+
+
+def _dotted(config: dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of a config as `asdict` wrote it."""
+    for part in key.split("."):
+        config = config[part]
+    return config
 
 
 def data_key(study: StudyConfig, data_file: Path | None) -> dict[str, Any]:
@@ -231,6 +259,7 @@ def run_variant(
         checkpoints=checkpoint_record({"tokenizer": args.tokenizer or study.tokenizer,
                                        "motion": args.motion}),
         run_config={"variant": variant, **variant_config,
+                    "overrides": {key: _dotted(variant_config, key) for key in args.overrides},
                     "tokenizer_source": args.tokenizer or study.tokenizer,
                     "data_file": str(args.data) if args.data else None,
                     "eval_data_file": str(args.eval_data) if args.eval_data else None},

@@ -1,16 +1,19 @@
 """What the two pretraining scripts share: ``shared.magvit.pretrain`` (the tokenizer) and
 ``shared.motion.pretrain`` (the motion backbones) take the same run options, train for a
-``shared.runtime.StepBudget`` and step their optimizer the same way."""
+``shared.runtime.StepBudget``, step their optimizer the same way and report their progress
+in an ``events.jsonl`` (``PretrainRun``), as a training does."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from orchestrator.client import Run
 from shared.runtime import StepBudget
 
 if TYPE_CHECKING:  # typeshed's name for "any dataclass instance", which exists for checkers only
@@ -60,3 +63,26 @@ def clipped_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
     loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     optimizer.step()
+
+
+class PretrainRun(Run):
+    """A pretraining's ``DIR/events.jsonl`` (requirements.md 3.1, through orch's client), so
+    that orch's live view shows a shared job as it shows a training: its steps as one epoch
+    against the budget, the loss, the held-out figures at the end, an error if it fails."""
+
+    def __init__(self, output_dir: str | os.PathLike[str], budget: StepBudget) -> None:
+        super().__init__(output_dir)
+        self.budget = budget
+
+    def budget_progress(self, *, step: int, seconds: float, loss: float, **fields: Any
+                        ) -> dict[str, Any]:
+        """Progress after ``step`` steps in ``seconds`` of training. Where the clock will end
+        the run before the step cap, ``total_steps`` is the step it will end at, at the pace
+        so far; ``eta_s`` is what is left of the budget (the evaluation comes after)."""
+        done = self.budget.progress(step, seconds)
+        total, eta = self.budget.max_steps, None
+        if done > 0:
+            total = min(total, max(step, round(step / done)))
+            eta = seconds * (1 - done) / done
+        return self.progress(epoch=1, step=step, loss=loss, total_steps=total, eta_s=eta,
+                             **fields)

@@ -75,7 +75,7 @@ p.add_argument("--preset"); p.add_argument("--output"); p.add_argument("--seed",
 p.add_argument("--threads", type=int); p.add_argument("--tokenizer"); p.add_argument("--data")
 p.add_argument("--resume", action="store_true"); p.add_argument("--device")
 p.add_argument("--micro-batch", type=int); p.add_argument("--rehearse", action="store_true")
-p.add_argument("--motion")
+p.add_argument("--motion"); p.add_argument("--set", action="append", default=[])
 a = p.parse_args()
 BATCH = 8
 REHEARSED = (1, 2)  # the micro-batch sizes a rehearsal measures, one step each
@@ -143,7 +143,8 @@ def row(mse):
 results = {{
     "schema": 1, "variant": "{name}", "preset": a.preset, "seed": a.seed, "status": "success",
     "config": {{"train": {{"batch_size": BATCH, "micro_batch": micro,
-                          "accumulation": BATCH // micro}}, "rehearsal": a.rehearse}},
+                          "accumulation": BATCH // micro}}, "rehearsal": a.rehearse,
+               "overrides": dict(kv.split("=", 1) for kv in a.set)}},
     "parameters": {{"trainable": 10, "frozen": 5}},
     "environment": {{"python": sys.version.split()[0], "torch": "none",
                     "device": a.device or "cpu",

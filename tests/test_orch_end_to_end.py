@@ -36,7 +36,9 @@ def clone_study(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> None:
     clone, env = clone_study(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli.main", "run", "--preset", "micro"],
+        # An override typed as a user would: it reaches each variant's typed config.
+        [sys.executable, "-m", "orchestrator.cli.main", "run", "--preset", "micro",
+         "-s", "study.train.lr=2e-3"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -56,6 +58,9 @@ def test_orch_run_micro_trains_and_compares_every_variant(tmp_path: Path) -> Non
     for job in jobs:
         results = json.loads((Path(job["output_dir"]) / "results.json").read_text())
         assert results["status"] == "success" and results["preset"] == "micro"
+        assert results["config"]["study"]["train"]["lr"] == 2e-3
+        assert results["config"]["overrides"] == {"study.train.lr": 2e-3}
+        assert job["overrides"] == {"study.train.lr": "2e-3"}
 
 
 @pytest.mark.slow

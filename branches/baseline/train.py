@@ -14,7 +14,7 @@ from shared.errors import run_cli
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_train_args(argv, variant=VARIANT, description=__doc__ or "")
-    config = baseline_config(args.preset)
+    config = args.configure(baseline_config(args.preset))
     return run_variant(
         args,
         variant=VARIANT,

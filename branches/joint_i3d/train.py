@@ -38,7 +38,7 @@ def load_motion(config: JointI3DConfig, source: str | None) -> InceptionI3d:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args: TrainArgs = parse_train_args(argv, variant=VARIANT, description=__doc__ or "")
-    config = joint_i3d_config(args.preset)
+    config = args.configure(joint_i3d_config(args.preset))
     study = args.study_to_run(config.study)  # a bad --micro-batch fails before I3D loads
     if args.rehearse:  # the probe clips are validation clips: cut like the validator's
         config = replace(config, probe_clips=min(config.probe_clips, study.train.val_clips))

@@ -31,7 +31,7 @@ def load_condition(config: SlowFastFrozenConfig, source: str | None) -> SlowFast
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_train_args(argv, variant=VARIANT, description=__doc__ or "")
-    config = slowfast_frozen_config(args.preset)
+    config = args.configure(slowfast_frozen_config(args.preset))
     condition = load_condition(config, args.motion)
     return run_variant(
         args,

@@ -71,3 +71,46 @@ def parse_plan_gpus(text: str | None) -> list[Gpu] | None:
     except (ValueError, IndexError):
         raise UsageError(f"--plan-gpus {text!r}: write index:MiB pairs, e.g. 0:81920,1:24576"
                          ) from None
+
+
+def parse_seeds(text: str) -> int | list[int]:
+    """`--seeds 3` (a count: seeds 0, 1, 2) or `--seeds 0,3,7` (those seeds; `7,` for one)."""
+    from orchestrator.errors import UsageError
+
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return count
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+        if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+            raise ValueError
+        return seeds
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: give a count (3: seeds 0, 1, 2) or distinct "
+                         "non-negative seeds (0,3,7; one seed as 7,)") from None
+
+
+def parse_set(texts: list[str] | None) -> dict[str, str]:
+    """`-s study.train.lr=3e-4 -s ...` as dotted key -> the text typed (the variant's train
+    entry point types it against its config and rejects a key the config lacks)."""
+    from orchestrator.errors import UsageError
+    from orchestrator.overrides import OverrideError, parse_overrides
+
+    try:
+        return parse_overrides(texts or [])
+    except OverrideError as e:
+        raise UsageError(str(e)) from None
+
+
+def complete_variants(incomplete: str) -> list[str]:
+    """Shell completion of variant names from the config; nothing when it cannot be read
+    (completion must never print an error into the user's prompt)."""
+    try:
+        from orchestrator.config import load_config
+
+        names = [v.name for v in load_config(path=config_option()).variants]
+    except Exception:  # noqa: BLE001 - any failure means: no suggestions
+        return []
+    return [name for name in names if name.startswith(incomplete)]

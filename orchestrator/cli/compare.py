@@ -37,8 +37,9 @@ def find_run_dir(run_id: str | None) -> Path:
     return path
 
 
-def declared_study() -> StudySpec | None:
-    """The study's declaration of its metrics and reference rows, from the config; None
+def declared_study() -> tuple[StudySpec | None, dict[str, str]]:
+    """The study's declaration of its metrics and reference rows, and each variant's folder
+    (for the code diff of two variants that live in one commit), from the config; (None, {})
     when there is no readable config (a run compared away from its repo): the report then
     goes by what the results hold."""
     from orchestrator.cli import setup
@@ -47,8 +48,8 @@ def declared_study() -> StudySpec | None:
     try:
         cfg, _ = setup()
     except ConfigError:
-        return None
-    return cfg.study.spec() if cfg.study else None
+        return None, {}
+    return (cfg.study.spec() if cfg.study else None), cfg.variant_folders()
 
 
 def compare(
@@ -73,7 +74,8 @@ def compare(
     from orchestrator.report.terminal import paired_table, results_table
 
     run_dir = find_run_dir(run)
-    report = write_report(build_report(run_dir, declared_study()), out or run_dir)
+    study, folders = declared_study()
+    report = write_report(build_report(run_dir, study, folders=folders), out or run_dir)
     if json_output:
         ui.write_json(report.to_dict())
     for warning in report.warnings:

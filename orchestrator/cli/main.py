@@ -18,7 +18,7 @@ app = typer.Typer(
     "parallel, watched live, compared honestly.",
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="markdown",
 )
@@ -87,8 +87,12 @@ COMMANDS = [
     ("train", "train", "train"),
     ("run", "run", "run"),
     ("monitor", "monitor", "monitor"),
+    ("logs", "logs", "logs"),
+    ("stop", "stop", "stop"),
     ("status", "status", "status"),
     ("compare", "compare", "compare"),
+    ("diff", "diff", "diff"),
+    ("export", "export", "export"),
     ("clean", "clean", "clean"),
 ]
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 PresetOpt = typer.Option(None, "--preset", "-p", help="Preset (default: default_preset).")
-SeedsOpt = typer.Option(1, "--seeds", "-n", min=1, help="Seeds per variant (0..N-1).")
+SeedsOpt = typer.Option("1", "--seeds", "-n", metavar="N|S,S,...", help="Seeds per variant: a "
+                        "count N (seeds 0..N-1) or a list (0,3,7; one seed as 7,).")
+SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Override a field of the "
+                      "variants' config by its dotted name, e.g. -s study.train.lr=3e-4 "
+                      "(repeatable). Typed by the variant against its config; a key it lacks "
+                      "fails that job at once with exit 2 and the nearest names.")
+DryRunOpt = typer.Option(False, "--dry-run", help="Print the plan without running anything: "
+                         "each job's command, device, planned memory, which shared artifacts "
+                         "are cached and what would be resumed.")
+RunJsonOpt = typer.Option(False, "--json", help="Print the final run state (with --dry-run: "
+                          "the plan) as JSON.")
 LiveOpt = typer.Option(None, "--live/--plain", help="Live table or plain lines (default: live "
                        "in a terminal).", show_default=False)
 BackendOpt = typer.Option("local", "--backend", help="Where jobs run: local (subprocesses "

@@ -60,6 +60,7 @@ from orchestrator.formats.run_state import (
     GateResult,
     JobState,
     Outcome,
+    PhaseJob,
     RunState,
     RunStatus,
     Stage,
@@ -72,7 +73,7 @@ from orchestrator.formats.run_state import (
 __all__ = [
     "FINISHED_STAGES", "MODEL_ROW", "RESULTS_SCHEMA", "CheckpointEvent",
     "CorruptFile", "EndEvent", "EpochStats", "ErrorEvent", "EvalEvent", "Event",
-    "EventTail", "GateResult", "Image", "JobState", "Outcome", "Parameters",
+    "EventTail", "GateResult", "Image", "JobState", "Outcome", "Parameters", "PhaseJob",
     "ProgressEvent", "Results", "RunState", "RunStatus", "Series", "Stage", "StartEvent",
     "TestOutcome", "Timings", "check_results", "collect_warnings", "dump_run", "jsonable",
     "load_results", "log",

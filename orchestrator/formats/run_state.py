@@ -117,6 +117,9 @@ class JobState:
     memory_mb: float = 0.0  # GPU memory planned for it (0: none)
     memory_basis: str = ""  # plan (a rehearsal measured it) or config (an estimate)
     retries: list[str] = field(default_factory=list)  # one line per out-of-memory retry
+    # Command-line overrides of the variant's config (`-s KEY=VALUE`): dotted key -> the text
+    # typed; the job's results record the typed values.
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stage = Stage(self.stage)
@@ -133,6 +136,36 @@ class JobState:
 
 
 @dataclass
+class PhaseJob:
+    """A job of the phases before training, each a row of the live view and a name for
+    `orch logs`: a shared job (``shared:<name>``) or a variant's gate (``gate:<variant>``)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _STATE_CONFIG
+
+    name: str
+    phase: Literal["shared", "gate"]
+    stage: Stage = Stage.queued  # shared: queued, training, done...; gate: gating, done...
+    cached: bool = False  # a shared job whose artifact an earlier run made: nothing ran
+    # Where its events.jsonl is: a shared job's work dir while it runs, its published
+    # artifact folder after; a gate's folder (junit.xml, no events).
+    output_dir: str = ""
+    log_path: str = ""
+    pid: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    exit_code: int | None = None
+    reason: str = ""  # one line: why it failed or was cancelled
+    gate: GateResult | None = None  # a gate's outcome, once it ended
+
+    def __post_init__(self) -> None:
+        self.stage = Stage(self.stage)
+
+    @property
+    def events_path(self) -> Path:
+        return Path(self.output_dir) / "events.jsonl"
+
+
+@dataclass
 class RunState:
     __pydantic_config__: ClassVar[ConfigDict] = _STATE_CONFIG
 
@@ -146,6 +179,7 @@ class RunState:
     command: str = "train"  # the orch command that made this run: test-all, train or run
     artifacts: dict[str, str] = field(default_factory=dict)  # shared job name -> artifact path
     shared_running: list[str] = field(default_factory=list)  # shared jobs in flight, by name
+    phase_jobs: list[PhaseJob] = field(default_factory=list)  # shared jobs, then gates
     jobs: list[JobState] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ results stay visible as rows and warnings instead of silently dropping out.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from orchestrator.formats import (
 )
 from orchestrator.progress import read_progress
 from orchestrator.report.paired import Comparison, comparisons, supported_ranks
+from orchestrator.report.pairs import PairDiff, report_pairs
+from orchestrator.report.params import ParamsTable, column_configs, params_table
 from orchestrator.report.stats import Interval, mean_interval
 from orchestrator.study import VIDEO_STUDY, StudySpec, inferred_study
 
@@ -84,6 +86,7 @@ class JobRow:
     step_losses: tuple[tuple[int, float], ...]
     results_path: str
     flags: tuple[str, ...]
+    config: dict[str, Any] = field(default_factory=dict)  # results.json `config`, as recorded
 
     @property
     def has_results(self) -> bool:
@@ -138,6 +141,8 @@ class Report:
     references: list[ReferenceRow]
     comparisons: list[Comparison] = field(default_factory=list)  # paired differences
     warnings: list[str] = field(default_factory=list)
+    params: ParamsTable | None = None  # the config keys that differ between variants
+    pairs: list[PairDiff] = field(default_factory=list)  # code, params, metrics per pair
     markdown_path: Path | None = None
     html_path: Path | None = None
 
@@ -150,6 +155,7 @@ class Report:
         data: dict[str, Any] = jsonable(TypeAdapter(Report).dump_python(self, mode="json"))
         for ref, raw in zip(self.references, data["references"], strict=True):
             raw["label"] = ref.label
+        data["pairs"] = [pair.to_dict() for pair in self.pairs]
         return data
 
 
@@ -241,6 +247,7 @@ def _job_row(job: st.JobState) -> tuple[JobRow, Results | None]:
         step_losses=tuple(progress.step_losses) if progress else (),
         results_path=str(results.path) if results else "",
         flags=_retried(job),
+        config=dict(results.config) if results else {},
     )
     return row, results
 
@@ -394,9 +401,12 @@ def latest_run_with_results(home: Path) -> str | None:
     return st.latest_run_id(home)
 
 
-def build_report(run_dir: Path, study: StudySpec | None = None) -> Report:
+def build_report(run_dir: Path, study: StudySpec | None = None, *, with_pairs: bool = True,
+                 folders: Mapping[str, str] | None = None) -> Report:
     """Merge a run's jobs into a Report, by the ``study``'s declaration (None: the video
     study's for schema-1 results, else what the results hold, unranked); writes nothing.
+    ``with_pairs``: each pair of variants' code diff too (git, a call or two a pair), and
+    with ``folders`` (variant -> its folder, from the config) the diff of their folders.
     Unreadable files become warnings (the same lines the ``orchestrator`` logger carries);
     nothing here raises for them."""
     with collect_warnings() as warnings:
@@ -417,10 +427,19 @@ def build_report(run_dir: Path, study: StudySpec | None = None) -> Report:
     variants = _summaries(rows, study)
     found = comparisons(_samples(rows, variants), study)
     variants = _paired_ranks(variants, found, study)
+    run_id = run.run_id if run else run_dir.name
+    configs = column_configs((r.variant, r.config) for s in variants for r in rows
+                             if r.variant == s.variant)
+    # The run folder sits in the repository (under .orch) unless ORCH_HOME moved it; the
+    # current folder is where `orch compare` is typed.
+    pairs = report_pairs(rows, [s.variant for s in variants], found, study, run_id=run_id,
+                         repos=[run_dir, Path.cwd()], folders=folders) if with_pairs else []
     return Report(
-        run_id=run.run_id if run else run_dir.name,
+        run_id=run_id,
         preset=run.preset if run else ", ".join(sorted({r.preset for r in rows})),
         status=run.status.value if run else "unknown", study=study,
         rows=rows, variants=variants, references=_references(rows, variants, study),
         comparisons=found, warnings=warnings,
+        params=params_table(configs) if sum(map(bool, configs.values())) > 1 else None,
+        pairs=pairs,
     )

@@ -7,20 +7,34 @@ import base64
 import html
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.report.build import Report, mean_curve
 from orchestrator.report.charts import PALETTE, REF_PALETTES, Series, svg_bars, svg_lines
+from orchestrator.report.code import CodeDiff, patch_lines
 from orchestrator.report.markdown import (
     PAIRED_COLUMNS,
+    PAIRS_SENTENCE,
     flagged,
     fmt,
     paired_rows,
     paired_sentence,
     ranking_sentence,
+    same_columns,
     table_columns,
     table_rows,
 )
+from orchestrator.report.pairs import (
+    FILE_COLUMNS,
+    PairDiff,
+    code_line,
+    file_cells,
+    metric_cells,
+    metric_columns,
+    side_line,
+)
+from orchestrator.report.params import ParamsTable, summary_sentence, table_cells
 
 MAX_DIFF_CHARS = 200_000
 MAX_IMAGE_BYTES = 8 << 20
@@ -39,7 +53,9 @@ border-left:4px solid #f0a030;padding:.5em 1em}.chart{margin:.5em 1em .5em 0}
 .chart .yt{text-anchor:end}.chart .yl{text-anchor:middle}pre{background:#f6f8fa;padding:1em;
 overflow:auto;font-size:12px}details{margin:.3em 0}.pass{color:#2a7a2a}.fail{color:#b00}
 img.strip{width:100%;max-width:960px;image-rendering:pixelated;border:1px solid #ddd}
-figure{margin:1em 0}figcaption{color:#555}
+figure{margin:1em 0}figcaption{color:#555}table.l td,table.l th{text-align:left}
+pre .add{color:#116329;background:#e6ffec}pre .del{color:#82071e;background:#ffebe9}
+pre .hunk{color:#6639ba}pre .meta{font-weight:600}
 """
 
 
@@ -128,6 +144,53 @@ def _data_uri(path: str) -> str | None:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def _params_table(table: ParamsTable, where: str = "every variant") -> str:
+    text = f"<p>{_e(summary_sentence(table, where))}</p>"
+    return text + (_table(("key", *table.columns), table_cells(table), "l")
+                   if table.rows else "")
+
+
+def _patch(patch: str) -> str:
+    """A patch, escaped, its added and removed lines coloured."""
+    return "\n".join(f'<span class="{kind}">{_e(line)}</span>' if kind else _e(line)
+                     for kind, line in patch_lines(patch))
+
+
+def _code(code: CodeDiff, what: str) -> list[str]:
+    h = [f"<p>{_e(code_line(code, what))}</p>"]
+    if code.files:
+        h.append(_table(FILE_COLUMNS, file_cells(code), "l"))
+    if code.patch:
+        cut = "; cut short, `orch diff` shows it whole" if code.truncated else ""
+        h.append(f"<details><summary>code diff, {_e(what)} ({_e(code.stat())}{_e(cut)})"
+                 f"</summary><pre>{_patch(code.patch)}</pre></details>")
+    return h
+
+
+def _pair(pair: PairDiff, params_above: bool) -> list[str]:
+    h = [f"<h3>{_e(pair.title)}</h3><ul>"
+         + "".join(f"<li>{_e(line)}</li>" for line in (side_line(pair.a), side_line(pair.b),
+                                                       *pair.notes)) + "</ul>"]
+    h += _code(pair.code, "commits")
+    if pair.folders is not None:
+        h += _code(pair.folders, "variant folders")
+    if params_above:
+        h.append("<p>Params: the Params table above.</p>")
+    elif pair.params.rows:
+        h.append(_params_table(pair.params, "both"))
+    elif pair.params.columns:
+        h.append(f"<p>Params: the same recorded config ({pair.params.equal} keys).</p>")
+    if any(m.paired or not math.isnan(m.a - m.b) for m in pair.metrics):
+        h.append(_table(metric_columns(pair), metric_cells(pair)))
+    return h
+
+
 def render_html(report: Report) -> str:
     notes = " ".join(report.study.notes)
     h = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -157,6 +220,8 @@ def render_html(report: Report) -> str:
             h.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells[:-2])
                      + f'<td class="{cls}">{_e(cells[5])}</td><td>{_e(cells[6])}</td></tr>')
         h.append("</table>")
+    if report.params is not None:
+        h.append("<h2>Params</h2>" + _params_table(report.params))
     h.append("<h2>Charts</h2>" + "".join(_charts(report)))
     pictures = [(r, p) for r in report.rows for p in r.pictures]
     if pictures:
@@ -168,6 +233,10 @@ def render_html(report: Report) -> str:
                 h.append(f'<figure><img class="strip" alt="{_e(picture.name)} of {_e(r.name)}" '
                          f'src="{uri}"><figcaption>{_e(r.name)} (seed {r.seed}), '
                          f"{_e(picture.name)}{_e(caption)}</figcaption></figure>")
+    if report.pairs:
+        h.append(f"<h2>Variant pairs</h2><p>{_e(PAIRS_SENTENCE)}</p>")
+        for pair in report.pairs:
+            h += _pair(pair, same_columns(report, pair))
     h.append("<h2>Gates</h2>")
     seen: set[str] = set()
     for r in report.rows:

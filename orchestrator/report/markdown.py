@@ -8,6 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.report.build import Report, trailed
+from orchestrator.report.pairs import (
+    FILE_COLUMNS,
+    FILES_IN_MARKDOWN,
+    PairDiff,
+    code_line,
+    file_cells,
+    side_line,
+)
+from orchestrator.report.params import summary_sentence, table_cells
 from orchestrator.ui import fmt_duration
 
 MAX_NOTE = 48
@@ -167,6 +176,61 @@ def ranking_sentence(report: Report) -> str:
             "flagged.")
 
 
+PAIRS_SENTENCE = ("Each pair of variants: the code their jobs ran (the recorded commits; a "
+                  "job without one stands in with its branch's tip), the config keys that "
+                  "differ, and the metrics (the paired differences above).")
+
+
+def params_lines(report: Report) -> list[str]:
+    """The params table: each variant's recorded config, the keys that differ."""
+    table = report.params
+    if table is None:
+        return []
+    lines = ["## Params", "", summary_sentence(table), ""]
+    if table.rows:
+        lines += _md_table(("key", *table.columns), table_cells(table)) + [""]
+    return lines
+
+
+def _pair_lines(pair: PairDiff, params_above: bool) -> list[str]:
+    lines = [f"### {pair.title}", "", f"- {side_line(pair.a)}", f"- {side_line(pair.b)}"]
+    lines += [f"- {note}" for note in pair.notes] + [""]
+    for code, what in ((pair.code, "commits"), (pair.folders, "variant folders")):
+        if code is None:
+            continue
+        lines += [code_line(code, what), ""]
+        if code.files:
+            lines += _md_table(FILE_COLUMNS, file_cells(code, FILES_IN_MARKDOWN)) + [""]
+    if pair.code.files or (pair.folders and pair.folders.files):
+        lines += ["The patch: report.html (folded under this pair), or whole with `orch diff "
+                  f"{pair.a.label} {pair.b.label} --run {pair.a.run_id}`.", ""]
+    params = pair.params
+    if params_above:
+        lines += ["Params: the Params table above.", ""]
+    elif params.rows:
+        lines += [summary_sentence(params, "both"), ""]
+        lines += _md_table(("key", *params.columns), table_cells(params)) + [""]
+    elif params.columns:
+        lines += [f"Params: the same recorded config ({params.equal} keys).", ""]
+    return lines
+
+
+def same_columns(report: Report, pair: PairDiff) -> bool:
+    """Whether the report's params table is this pair's already (a report of two)."""
+    return report.params is not None and set(report.params.columns) == set(pair.params.columns)
+
+
+def pair_lines(report: Report) -> list[str]:
+    """Per pair of variants: their code (file counts; the patch is in report.html) and
+    their params difference."""
+    if not report.pairs:
+        return []
+    lines = ["## Variant pairs", "", PAIRS_SENTENCE, ""]
+    for pair in report.pairs:
+        lines += _pair_lines(pair, params_above=same_columns(report, pair))
+    return lines
+
+
 def render_markdown(report: Report, out_dir: Path) -> str:
     lines = [f"# Comparison: run {report.run_id}", "",
              f"Preset `{report.preset}`, run status `{report.status}`. "
@@ -189,6 +253,7 @@ def render_markdown(report: Report, out_dir: Path) -> str:
     if paired:
         lines += ["## Paired differences", "", paired_sentence(report), ""]
         lines += _md_table(PAIRED_COLUMNS, paired) + [""]
+    lines += params_lines(report) + pair_lines(report)
     lines += ["## Gates", ""]
     gate_rows = []
     seen: set[str] = set()

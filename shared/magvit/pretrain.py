@@ -4,7 +4,9 @@
         [--data FILE.npy] [--threads N]
 
 Writes ``DIR/tokenizer.ckpt`` (official layout, EMA weights included, loaded by
-``load_tokenizer``) and ``DIR/metrics.json`` (held-out PSNR/SSIM, timings, configs).
+``load_tokenizer``), ``DIR/metrics.json`` (held-out PSNR/SSIM, timings, configs) and
+``DIR/events.jsonl`` (progress as it goes, the held-out PSNR/SSIM at the end: what orch's
+live view shows).
 
 Design choices:
 - Loss = L1 (+ MSE in the tiny preset) reconstruction + LFQ terms. The defaults are the
@@ -60,6 +62,7 @@ from shared.magvit.io import save_tokenizer
 from shared.magvit.model import MagvitConfig, MagvitTokenizer, tokenizer_config
 from shared.magvit.objective import autoencoder_loss
 from shared.pretraining import (
+    PretrainRun,
     StepBudgetFields,
     add_run_options,
     clipped_step,
@@ -272,9 +275,12 @@ def pretrain(
     data_file: Path | None = None,
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    events: PretrainRun | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, write ``output/tokenizer.ckpt`` and ``output/metrics.json``."""
+    """Train, evaluate, write ``output/tokenizer.ckpt``, ``output/metrics.json`` and the
+    events (to ``events``, by default ``output/events.jsonl``)."""
     log = log or functools.partial(print, flush=True)  # flushed: a monitor may tail the log
+    events = events or PretrainRun(output, config.budget)
     wall_start = time.perf_counter()
     threads = configure_threads(threads)
     seed_everything(seed)
@@ -285,9 +291,13 @@ def pretrain(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     n_params = sum(p.numel() for p in model.parameters())
     log(_run_summary(config, tok_config, source, n_params, threads))
-    step, train_s = _train(model, ema, optimizer, TrainBatches(source, config, seed), config, log)
+    events.start(preset=config.name, seed=seed, device="cpu", epochs=1, threads=threads,
+                 batch_size=config.batch_size)
+    step, train_s = _train(model, ema, optimizer, TrainBatches(source, config, seed), config, log,
+                           events)
     raw_metrics, ema_metrics, checkpoint = _evaluate_and_save(model, ema, source, config, output,
                                                               log)
+    events.eval(epoch=1, metrics={"psnr": ema_metrics["psnr"], "ssim": ema_metrics["ssim"]})
     wall_s = time.perf_counter() - wall_start
     metrics = {
         "preset": config.name,
@@ -314,6 +324,7 @@ def pretrain(
         f"{ema_metrics['psnr']:.2f} dB / SSIM {ema_metrics['ssim']:.4f} (EMA), "
         f"{raw_metrics['psnr']:.2f} dB / {raw_metrics['ssim']:.4f} (raw) -> {checkpoint}"
     )
+    events.end(results=None)  # its figures are in metrics.json, not a results.json
     return metrics
 
 
@@ -338,6 +349,7 @@ def _train(
     batches: TrainBatches,
     config: PretrainConfig,
     log: Callable[[str], None],
+    events: PretrainRun,
 ) -> tuple[int, float]:
     """Optimizer steps (each followed by an EMA update) until the budget is spent; returns
     (steps, seconds of training)."""
@@ -363,7 +375,7 @@ def _train(
                            ("decor", decorrelation)):
             running[key] = running.get(key, 0.0) + float(value.detach())
         if step % config.log_every == 0 or step == config.max_steps:
-            _log_progress(log, running, step=step, config=config,
+            _log_progress(log, events, running, step=step, config=config,
                           lr=optimizer.param_groups[0]["lr"], train_start=train_start)
             running.clear()
     return step, time.perf_counter() - train_start
@@ -378,9 +390,10 @@ def _update_ema(ema: dict[str, Tensor], model: MagvitTokenizer, *, step: int,
         ema[name].lerp_(value, 1 - decay)
 
 
-def _log_progress(log: Callable[[str], None], running: dict[str, float], *, step: int,
-                  config: PretrainConfig, lr: float, train_start: float) -> None:
-    """One line of the mean terms since the last line (``running`` holds their sums)."""
+def _log_progress(log: Callable[[str], None], events: PretrainRun, running: dict[str, float],
+                  *, step: int, config: PretrainConfig, lr: float, train_start: float) -> None:
+    """One line of the mean terms since the last line (``running`` holds their sums), and
+    the same mean loss as a progress event."""
     count = config.log_every if step % config.log_every == 0 else step % config.log_every
     avg = {k: v / count for k, v in running.items()}
     psnr = 10 * math.log10(4.0 / max(avg["mse"], 1e-10))  # [-1, 1] range -> peak 2
@@ -391,6 +404,8 @@ def _log_progress(log: Callable[[str], None], running: dict[str, float], *, step
         f"commit {avg['commit']:.4f} | decor {avg['decor']:.3f} | lr {lr:.2e} | "
         f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
     )
+    events.budget_progress(step=step, seconds=seconds, loss=avg["loss"], lr=lr,
+                           samples_per_s=step * config.batch_size / seconds)
 
 
 def _evaluate_and_save(
@@ -423,8 +438,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_run_options(parser)
     args = parser.parse_args(argv)
     config = with_budget_options(pretrain_config(args.preset), args)
-    return pretrain(config, output=args.output, seed=args.seed, data_file=args.data,
-                    threads=args.threads)
+    # As a context, the events end with an error event when the run fails.
+    events = PretrainRun(args.output, config.budget)
+    with events:
+        return pretrain(config, output=args.output, seed=args.seed, data_file=args.data,
+                        threads=args.threads, events=events)
 
 
 if __name__ == "__main__":

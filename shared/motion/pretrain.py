@@ -5,10 +5,11 @@
 
 Writes ``DIR/motion.ckpt`` in the public layout of the backbone (SlowFast: the pytorchvideo
 wrapper ``{"model_state": state_dict, "config": ..., ...}``; I3D: a bare state dict, like the
-piergiaj files), ``DIR/motion.json`` (the backbone config that rebuilds it) and
-``DIR/metrics.json`` (held-out accuracy, loss history, timings). ``load_motion_backbone``
-rebuilds the model from either file; ``load_slowfast`` / ``load_i3d`` load it strictly when
-given that config.
+piergiaj files), ``DIR/motion.json`` (the backbone config that rebuilds it),
+``DIR/metrics.json`` (held-out accuracy, loss history, timings) and ``DIR/events.jsonl``
+(progress as it goes, the held-out accuracy at the end: what orch's live view shows).
+``load_motion_backbone`` rebuilds the model from either file; ``load_slowfast`` /
+``load_i3d`` load it strictly when given that config.
 
 Why this exists: no Kinetics or ImageNet weights can be downloaded here, and a frozen backbone
 with random weights is not a motion feature extractor. The trajectory videos carry a label (the
@@ -67,6 +68,7 @@ from shared.motion.slowfast import (
 )
 from shared.presets import study_preset
 from shared.pretraining import (
+    PretrainRun,
     StepBudgetFields,
     add_run_options,
     clipped_step,
@@ -318,8 +320,11 @@ def pretrain(
     seed: int = 0,
     threads: int | None = None,
     log: Callable[[str], None] = print,
+    events: PretrainRun | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, write ``output/motion.ckpt``, ``motion.json`` and ``metrics.json``."""
+    """Train, evaluate, write ``output/motion.ckpt``, ``motion.json``, ``metrics.json`` and
+    the events (to ``events``, by default ``output/events.jsonl``)."""
+    events = events or PretrainRun(output, config.budget)
     wall_start = time.perf_counter()
     threads = configure_threads(threads)
     seed_everything(seed)
@@ -333,10 +338,14 @@ def pretrain(
     eval_set = TrajectoryVideos(data, split="validation", size=config.eval_clips)
     n_params = sum(p.numel() for p in model.parameters())
     log(_run_summary(config, data, classes, n_params, threads))
-    history, step, train_s = _train(classifier, train_set, config, data.context_frames, log)
+    events.start(preset=config.name, seed=seed, device="cpu", epochs=1, threads=threads,
+                 batch_size=config.batch_size)
+    history, step, train_s = _train(classifier, train_set, config, data.context_frames, log,
+                                    events)
 
     log(f"evaluating on {config.eval_clips} held-out clips (eval split)")
     held_out = evaluate(classifier, eval_set, config, data.context_frames, len(TRAJECTORY_CLASSES))
+    events.eval(epoch=1, metrics={"accuracy": held_out["accuracy"], "loss": held_out["loss"]})
     model.eval()
     checkpoint = save_motion_checkpoint(model, output, preset=config.name)
     wall_s = time.perf_counter() - wall_start
@@ -366,6 +375,7 @@ def pretrain(
         f"done: {step} steps in {train_s:.0f} s (wall {wall_s:.0f} s), held-out accuracy "
         f"{held_out['accuracy']:.1%} (chance {1 / len(classes):.0%}) -> {checkpoint}"
     )
+    events.end(results=None)  # its figures are in metrics.json, not a results.json
     return metrics
 
 
@@ -396,6 +406,7 @@ def _train(
     config: MotionPretrainConfig,
     context_frames: int,
     log: Callable[[str], None],
+    events: PretrainRun,
 ) -> tuple[list[dict[str, float]], int, float]:
     """Cross-entropy steps on the training clips, cycled in order, until the budget is spent;
     returns (the logged loss and accuracy history, steps, seconds of training)."""
@@ -427,6 +438,9 @@ def _train(
                 f"{history[-1]['accuracy']:.1%} | lr {optimizer.param_groups[0]['lr']:.2e} | "
                 f"{step * config.batch_size / seconds:.1f} clips/s | {seconds:.0f} s"
             )
+            events.budget_progress(step=step, seconds=seconds, loss=history[-1]["loss"],
+                                   lr=optimizer.param_groups[0]["lr"],
+                                   samples_per_s=step * config.batch_size / seconds)
             running_loss, running_hits, running_count = 0.0, 0.0, 0
     return history, step, time.perf_counter() - train_start
 
@@ -441,7 +455,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_run_options(parser)
     args = parser.parse_args(argv)
     config = with_budget_options(motion_pretrain_config(args.preset, args.backbone), args)
-    return pretrain(config, output=args.output, seed=args.seed, threads=args.threads)
+    # As a context, the events end with an error event when the run fails.
+    events = PretrainRun(args.output, config.budget)
+    with events:
+        return pretrain(config, output=args.output, seed=args.seed, threads=args.threads,
+                        events=events)
 
 
 if __name__ == "__main__":
