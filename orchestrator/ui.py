@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.formats import GateResult, JobState, RunState, Stage
+from orchestrator.formats import GateResult, JobState, PhaseJob, RunState, Stage
 
 if TYPE_CHECKING:
     from orchestrator.dryrun import DryRun
@@ -132,7 +132,7 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
 
 
-def elapsed(job: JobState, now: float | None = None) -> str:
+def elapsed(job: JobState | PhaseJob, now: float | None = None) -> str:
     """How long the job has run (or ran), "" before it started."""
     if job.started is None:
         return ""
@@ -149,6 +149,12 @@ def jobs_table(run: RunState, now: float | None = None) -> Table:
     )
     for c in ("job", "stage", "device", "gate", "time", "reason"):
         t.add_column(c, overflow="fold" if c == "reason" else "ellipsis", no_wrap=c != "reason")
+    # The shared jobs first, as they ran first (the gates are the jobs' gate column).
+    for p in (p for p in run.phase_jobs if p.phase == "shared"):
+        stage = "cached" if p.cached else p.stage.value
+        style = "green" if p.cached else STAGE_STYLE.get(p.stage, "")
+        t.add_row(p.name, f"[{style}]{stage}[/]" if style else stage, "", "",
+                  elapsed(p, now), p.reason)
     for j in run.jobs:
         style = STAGE_STYLE.get(j.stage, "")
         t.add_row(

@@ -66,3 +66,23 @@ def test_state_round_trip_and_liveness_computed_without_writing(
     assert data["jobs"][0]["gate"]["tests"][0]["name"] == "test_gate::test_ok"
     text = runner.invoke(app, ["status"])
     assert "orchestrator died" in text.stdout and "1/1 passed" in text.stdout
+
+
+def test_status_lists_the_shared_jobs_before_the_trainings(git_repo: Path,
+                                                           orch_env: Path) -> None:
+    from orchestrator.state import PhaseJob, RunStatus
+
+    now = time.time()
+    run = RunState("r2", "tiny", now, status=RunStatus.done, finished=now, phase_jobs=[
+        PhaseJob("shared:tokenizer", "shared", Stage.done, cached=True),
+        PhaseJob("shared:i3d", "shared", Stage.done, started=now - 98, finished=now),
+        PhaseJob("gate:alpha", "gate", Stage.done),
+    ], jobs=[JobState("alpha", name="alpha", stage=Stage.done)])
+    save_run(orch_env, run)
+    result = runner.invoke(app, ["status"], env={"COLUMNS": "150"})
+    assert result.exit_code == 0, result.output
+    rows = [line.replace("│", " ").split() for line in result.stdout.splitlines()]
+    lines = [r for r in rows if r and r[0] in ("shared:tokenizer", "shared:i3d", "alpha")]
+    assert [line[:2] for line in lines] == [
+        ["shared:tokenizer", "cached"], ["shared:i3d", "done"], ["alpha", "done"]]
+    assert "1m38s" in lines[1]
