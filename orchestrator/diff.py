@@ -41,15 +41,6 @@ def parse_name(text: str) -> tuple[str | None, str]:
     return (run_id or None, name) if sep else (None, text)
 
 
-def _run_dir(home: Path, run_id: str) -> Path:
-    path = st.run_dir(home, run_id)
-    if not path.is_dir():
-        known = st.list_runs(home)
-        hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
-        raise UsageError(f"no run '{run_id}' in {home}{hint}")
-    return path
-
-
 def _select(report: Report, label: str, name: str) -> _Named:
     """The jobs ``name`` means in ``report``: a variant's, or one job."""
     rows = tuple(r for r in report.rows if r.variant == name)
@@ -105,7 +96,8 @@ def diff_variants(home: Path, a: str, b: str, *, run_id: str | None = None,
         if rid is None:
             raise UsageError(f"no run found in {home}: start one with `orch run` or `orch train`")
         if rid not in reports:
-            reports[rid] = build_report(_run_dir(home, rid), study, with_pairs=False)
+            reports[rid] = build_report(st.existing_run_dir(home, rid), study,
+                                        with_pairs=False)
         named.append(_select(reports[rid], text, name))
     first, second = named
     if (first.run_id, _names(first)) == (second.run_id, _names(second)):

@@ -19,15 +19,9 @@ from orchestrator.devices import cpu_cores
 from orchestrator.executors import Executor, LocalExecutor
 from orchestrator.jobenv import train_argv
 from orchestrator.plan import load_plan
+from orchestrator.resume import unfinished_jobs
 from orchestrator.scheduler import Scheduler
-from orchestrator.state import (
-    JobState,
-    Stage,
-    job_name,
-    latest_run_id,
-    load_run,
-    run_dir,
-)
+from orchestrator.state import JobState, Stage, new_jobs, run_dir
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -122,24 +116,10 @@ def _jobs(cfg: Config, home: Path, variants: list[Variant], preset: str,
     """The jobs a run would hold: new ones, or the unfinished ones of the run --resume
     continues (read only: nothing of that run is touched)."""
     if resume:
-        rid = latest_run_id(home, commands=("train", "run"))
-        old = load_run(home, rid) if rid else None
-        if old is None:
-            from orchestrator.errors import UsageError
-
-            raise UsageError("nothing to resume: no earlier `orch train` or `orch run` here")
-        names = {v.name for v in variants}
-        todo = [j for j in old.jobs
-                if j.variant in names and j.stage not in (Stage.done, Stage.gate_failed)]
+        old, todo = unfinished_jobs(home, variants)
         return todo, old.run_id
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    rdir = run_dir(home, "<new run>")
-    jobs = [JobState(variant=v.name, seed=seed, preset=preset, branch=v.branch,
-                     name=job_name(v.name, seed, len(seed_list)),
-                     output_dir=str(rdir / job_name(v.name, seed, len(seed_list))),
-                     overrides=dict(overrides or {}))
-            for v in variants for seed in seed_list]
-    return jobs, ""
+    return new_jobs(cfg, run_dir(home, "<new run>"), variants, preset, seeds,
+                    overrides=overrides), ""
 
 
 def _resume_point(j: JobState) -> str:

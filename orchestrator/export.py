@@ -48,6 +48,7 @@ from orchestrator.formats import (
     read_events,
     warn_corrupt,
 )
+from orchestrator.report.params import flatten
 
 TARGETS = ("tensorboard", "mlflow")
 INSTALL_HINT = "pip install 'orch[export]'"
@@ -149,16 +150,12 @@ def _finished_jobs(run_dir: Path) -> tuple[str, list[st.JobState], dict[str, str
     return run.run_id, finished, left_out
 
 
-def _flat(prefix: str, value: Any) -> dict[str, bool | int | float | str]:
-    """Nested mappings as dotted keys; lists and nulls as JSON text."""
-    if isinstance(value, dict):
-        out: dict[str, bool | int | float | str] = {}
-        for key, item in value.items():
-            out.update(_flat(f"{prefix}.{key}" if prefix else str(key), item))
-        return out
-    if isinstance(value, (bool, int, float, str)):
-        return {prefix: value}
-    return {prefix: json.dumps(value, default=str)}
+def _flat(prefix: str, value: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """Nested mappings as dotted keys (the report's params table's), under ``prefix``;
+    lists, nulls and empty mappings as JSON text, which both targets take."""
+    flat = flatten(value, f"{prefix}." if prefix else "", omit=())
+    return {key: item if isinstance(item, (bool, int, float, str))
+            else json.dumps(item, default=str) for key, item in flat.items()}
 
 
 def _finite(value: float | None) -> bool:

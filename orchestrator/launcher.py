@@ -36,7 +36,7 @@ from orchestrator.state import (
     RunState,
     RunStatus,
     Stage,
-    job_name,
+    new_jobs,
     new_run_id,
     run_dir,
     save_run,
@@ -97,22 +97,13 @@ class Driver:
     ) -> None:
         """A run of each variant at each seed (a count: seeds 0..n-1), ``overrides`` of the
         variants' configs passed to every training job."""
-        seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
         rid = new_run_id()
         self.run = RunState(
             run_id=rid, preset=preset, started=time.time(), orchestrator_pid=os.getpid(),
             orchestrator_started=time.time(), command=command,
+            jobs=new_jobs(self.cfg, run_dir(self.home, rid), variants, preset, seeds,
+                          stage=stage, overrides=overrides),
         )
-        rdir = run_dir(self.home, rid)
-        for v in variants:
-            for seed in seed_list:
-                name = job_name(v.name, seed, len(seed_list))
-                self.run.jobs.append(JobState(
-                    variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
-                    stage=stage, worktree=str(self.cfg.worktree_path(v)),
-                    output_dir=str(rdir / name), log_path=str(rdir / name / "train.log"),
-                    overrides=dict(overrides or {}),
-                ))
         save_run(self.home, self.run, latest=True)
 
     def adopt(self, run: RunState) -> None:

@@ -74,7 +74,7 @@ def apply_overrides(config: Any, overrides: Mapping[str, str]) -> tuple[Any, dic
     typed: dict[str, Any] = {}
     for key, text in overrides.items():
         config = _set(config, key.split("."), text, key)
-        typed[key] = _get(config, key.split("."))
+        typed[key] = dotted_value(config, key)
     return config, typed
 
 
@@ -84,9 +84,10 @@ def _siblings(key: str, known: list[str]) -> list[str]:
     return [k for k in known if k.rpartition(".")[0] == group][:5] if group else []
 
 
-def _get(config: Any, path: list[str]) -> Any:
-    for part in path:
-        config = getattr(config, part)
+def dotted_value(config: Any, key: str) -> Any:
+    """The value at dotted ``key`` of a dataclass config, or of one `asdict` wrote."""
+    for part in key.split("."):
+        config = config[part] if isinstance(config, Mapping) else getattr(config, part)
     return config
 
 

@@ -7,11 +7,19 @@ from pathlib import Path
 from orchestrator.config import Config, Variant
 from orchestrator.errors import UsageError
 from orchestrator.executors import stop_orphan
-from orchestrator.state import RunState, Stage, latest_run_id, load_run, refresh_liveness
+from orchestrator.state import (
+    JobState,
+    RunState,
+    Stage,
+    latest_run_id,
+    load_run,
+    refresh_liveness,
+)
 
 
-def resumable_run(cfg: Config, home: Path, variants: list[Variant]) -> RunState:
-    """The last train/run with its unfinished jobs of ``variants`` set to go again."""
+def unfinished_jobs(home: Path, variants: list[Variant]) -> tuple[RunState, list[JobState]]:
+    """The last train/run and its jobs of ``variants`` that `--resume` would run again;
+    read only (what `--dry-run` shows)."""
     rid = latest_run_id(home, commands=("train", "run"))
     old = load_run(home, rid) if rid else None
     if old is None:
@@ -23,6 +31,12 @@ def resumable_run(cfg: Config, home: Path, variants: list[Variant]) -> RunState:
     if not todo:
         raise UsageError(f"run {old.run_id} has nothing left to do; start a new one with "
                          "`orch train`")
+    return old, todo
+
+
+def resumable_run(cfg: Config, home: Path, variants: list[Variant]) -> RunState:
+    """The last train/run with its unfinished jobs of ``variants`` set to go again."""
+    old, todo = unfinished_jobs(home, variants)
     for j in todo:
         # An orphan from a killed orchestrator still runs: stop it, then continue from its
         # last checkpoint, so no job runs twice over the same output dir.

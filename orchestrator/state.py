@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -44,6 +45,9 @@ from orchestrator.formats import (
     warn_corrupt,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.config import Config, Variant
 
 __all__ = [
     "FINISHED_STAGES", "GateResult", "JobState", "Outcome", "PhaseJob", "RunState", "RunStatus",
@@ -88,6 +92,23 @@ def new_run_id(now: float | None = None) -> str:
 
 def job_name(variant: str, seed: int, n_seeds: int) -> str:
     return variant if n_seeds <= 1 else f"{variant}-s{seed}"
+
+
+def new_jobs(cfg: Config, rdir: Path, variants: list[Variant], preset: str,
+             seeds: int | list[int], *, stage: Stage = Stage.pending,
+             overrides: dict[str, str] | None = None) -> list[JobState]:
+    """A job for each variant at each seed (a count: seeds 0..n-1), its output in ``rdir``,
+    ``overrides`` of the variant's config passed to it."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    jobs = []
+    for v in variants:
+        for seed in seed_list:
+            name = job_name(v.name, seed, len(seed_list))
+            jobs.append(JobState(
+                variant=v.name, seed=seed, preset=preset, name=name, branch=v.branch,
+                stage=stage, worktree=str(cfg.worktree_path(v)), output_dir=str(rdir / name),
+                log_path=str(rdir / name / "train.log"), overrides=dict(overrides or {})))
+    return jobs
 
 
 # ---------------------------------------------------------------------------- save and load
@@ -156,6 +177,18 @@ def latest_run_id(home: Path, commands: tuple[str, ...] | None = None) -> str | 
 
 def list_runs(home: Path) -> list[str]:
     return sorted(p.name for p in runs_dir(home).glob("*") if (p / STATE_FILE).exists())
+
+
+def existing_run_dir(home: Path, run_id: str) -> Path:
+    """The folder of run ``run_id``; a UsageError naming the latest runs when there is none."""
+    from orchestrator.errors import UsageError
+
+    path = run_dir(home, run_id)
+    if not path.is_dir():
+        known = list_runs(home)
+        hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
+        raise UsageError(f"no run '{run_id}' in {home}{hint}")
+    return path
 
 
 # ---------------------------------------------------------------------------- liveness

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.data import Dataset
 
-from orchestrator.overrides import SET_FLAG, OverrideError, apply_overrides, parse_overrides
+from orchestrator.overrides import (
+    SET_FLAG,
+    OverrideError,
+    apply_overrides,
+    dotted_value,
+    parse_overrides,
+)
 from shared.data import TrajectoryConfig, TrajectoryVideos, VideoFileDataset
 from shared.errors import CheckpointError, ConfigError
 from shared.evaluation import Evaluator
@@ -182,13 +188,6 @@ def load_study_tokenizer(study: StudyConfig, source: str | None) -> MagvitTokeni
     return load_tokenizer(source)
 
 
-def _dotted(config: dict[str, Any], key: str) -> Any:
-    """The value at dotted ``key`` of a config as `asdict` wrote it."""
-    for part in key.split("."):
-        config = config[part]
-    return config
-
-
 def data_key(study: StudyConfig, data_file: Path | None) -> dict[str, Any]:
     """What identifies the training clips, for cache keys: the generator config or the file's
     content hash (not its path or time stamp, so copies share entries and edits never do)."""
@@ -259,7 +258,8 @@ def run_variant(
         checkpoints=checkpoint_record({"tokenizer": args.tokenizer or study.tokenizer,
                                        "motion": args.motion}),
         run_config={"variant": variant, **variant_config,
-                    "overrides": {key: _dotted(variant_config, key) for key in args.overrides},
+                    "overrides": {key: dotted_value(variant_config, key)
+                                  for key in args.overrides},
                     "tokenizer_source": args.tokenizer or study.tokenizer,
                     "data_file": str(args.data) if args.data else None,
                     "eval_data_file": str(args.eval_data) if args.eval_data else None},

@@ -43,6 +43,17 @@ def setup() -> tuple[Config, Path]:
     return cfg, state_home(cfg.root)
 
 
+def optional_config() -> Config | None:
+    """The study's config when it is readable, else None: a run compared or diffed away
+    from its repository goes by what its results hold."""
+    from orchestrator.errors import ConfigError
+
+    try:
+        return setup()[0]
+    except ConfigError:
+        return None
+
+
 def state_dir() -> Path:
     """The state directory `setup` gives, found without reading the config, so that a run can
     be watched and compared while the config is being edited: $ORCH_HOME, else

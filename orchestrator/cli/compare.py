@@ -29,12 +29,7 @@ def find_run_dir(run_id: str | None) -> Path:
         run_id = latest_run_with_results(home)
         if run_id is None:
             raise UsageError(f"no run found in {home}: start one with `orch train` or `orch run`")
-    path = st.run_dir(home, run_id)
-    if not path.is_dir():
-        known = st.list_runs(home)
-        hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
-        raise UsageError(f"no run '{run_id}' in {home}{hint}")
-    return path
+    return st.existing_run_dir(home, run_id)
 
 
 def declared_study() -> tuple[StudySpec | None, dict[str, str]]:
@@ -42,12 +37,10 @@ def declared_study() -> tuple[StudySpec | None, dict[str, str]]:
     (for the code diff of two variants that live in one commit), from the config; (None, {})
     when there is no readable config (a run compared away from its repo): the report then
     goes by what the results hold."""
-    from orchestrator.cli import setup
-    from orchestrator.errors import ConfigError
+    from orchestrator.cli import optional_config
 
-    try:
-        cfg, _ = setup()
-    except ConfigError:
+    cfg = optional_config()
+    if cfg is None:
         return None, {}
     return (cfg.study.spec() if cfg.study else None), cfg.variant_folders()
 

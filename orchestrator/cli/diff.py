@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from orchestrator.cli import complete_variants
-
-if TYPE_CHECKING:
-    from orchestrator.config import Config
-
-
-def _config() -> Config | None:
-    """The config when it is readable: it names each variant's branch and folder. A run
-    compared away from its repo goes without."""
-    from orchestrator.cli import setup
-    from orchestrator.errors import ConfigError
-
-    try:
-        cfg, _ = setup()
-    except ConfigError:
-        return None
-    return cfg
 
 
 def diff(
@@ -51,10 +35,11 @@ def diff(
     paged.
     """
     from orchestrator import ui
-    from orchestrator.cli import state_dir
+    from orchestrator.cli import optional_config, state_dir
     from orchestrator.diff import diff_variants
 
-    cfg = _config()
+    # The config names each variant's branch and folder; a run away from its repo goes without.
+    cfg = optional_config()
     pair = diff_variants(
         state_dir(), a, b, run_id=run,
         study=cfg.study.spec() if cfg and cfg.study else None,

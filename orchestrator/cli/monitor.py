@@ -51,14 +51,11 @@ def _snapshot(home: Path, run_id: str) -> dict[str, Any]:
     """The run's state with each job's progress as the live view shows it."""
     import time
 
+    from orchestrator import control
     from orchestrator import state as st
-    from orchestrator.errors import UsageError
     from orchestrator.progress import read_progress
 
-    run = st.load_run(home, run_id)
-    if run is None:
-        raise UsageError(f"no run {run_id!r} in {home}: see `orch status`")
-    run = st.refresh_liveness(run)
+    run = control.load(home, run_id)  # its liveness worked out
     data = st.run_to_dict(run)
     now = time.time()
     for job, raw in zip(run.jobs, data["jobs"], strict=True):

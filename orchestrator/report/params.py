@@ -59,16 +59,18 @@ def format_value(value: Any) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys; lists and scalars are values. The top level's
-    ``overrides`` is a record of how the config was made, not a setting: left out."""
+def flatten(config: Mapping[str, Any], prefix: str = "", *,
+            omit: tuple[str, ...] = (OVERRIDES_KEY,)) -> dict[str, Any]:
+    """Nested mappings as dotted keys; lists, scalars and empty mappings are values. The top
+    level's ``omit`` keys are left out: by default ``overrides``, a record of how the config
+    was made, not a setting."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if not prefix and key == OVERRIDES_KEY:
+        if key in omit:
             continue
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            out.update(flatten(value, dotted + "."))
+            out.update(flatten(value, dotted + ".", omit=()))
         else:
             out[dotted] = value
     return out
